@@ -1,0 +1,252 @@
+"""Bench servers in their own process, and a minimal raw HTTP/SSE client to measure them.
+
+    .venv/bin/python bench/_server.py tether [--database-url URL] [--profile FILE]
+    .venv/bin/python bench/_server.py bare
+
+``tether``: tether's HTTP app (``create_app``) with the bench agents below. ``bare``: a plain
+Starlette app whose one endpoint, ``POST /bare/{agent}``, runs the same Pydantic AI agent and
+streams its text as SSE frames of the same shape (sse-starlette, id/event/data JSON), with no
+tether in between. Either prints ``port N`` once it listens on loopback.
+
+Agents: ``fast`` streams ``FAST_TOKENS`` tokens as fast as it can; ``talk`` one token every
+20 ms for minutes; ``tool`` says a sentence, then calls a 2 s async tool.
+
+The client speaks HTTP/1.1 over raw sockets, so its own cost barely shows in the figures.
+"""
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import uvicorn
+from pydantic_ai import Agent
+from pydantic_ai.messages import (
+    ModelMessage,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+FAST_TOKENS: Final = 2000
+TALK_INTERVAL_S: Final = 0.020
+TOOL_S: Final = 2.0
+
+
+async def _fast(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    for i in range(FAST_TOKENS):
+        yield f"t{i} "
+
+
+async def _talk(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    for i in range(100_000):
+        await anyio.sleep(TALK_INTERVAL_S)
+        yield f"w{i} "
+
+
+async def _tool(
+    messages: list[ModelMessage], info: AgentInfo
+) -> AsyncIterator[str | DeltaToolCalls]:
+    yield "Let me look."
+    yield {0: DeltaToolCall(name="slow_lookup", json_args="{}", tool_call_id="call_1")}
+
+
+async def slow_lookup() -> str:
+    """A slow async tool."""
+    await anyio.sleep(TOOL_S)
+    return "found"
+
+
+def bench_agent(name: str) -> Agent[None, str]:
+    match name:
+        case "fast":
+            return Agent(FunctionModel(stream_function=_fast))
+        case "talk":
+            return Agent(FunctionModel(stream_function=_talk))
+        case "tool":
+            return Agent(FunctionModel(stream_function=_tool), tools=[slow_lookup])
+        case _:
+            raise ValueError(name)
+
+
+def tether_app(database_url: str) -> Any:
+    from tether import Settings, Tether
+    from tether.http import create_app
+
+    app = Tether(settings=Settings(database_url=database_url, data_dir=Path(tempfile.mkdtemp())))
+    for name in ("fast", "talk", "tool"):
+        app.agent(name)(lambda ctx, name=name: bench_agent(name))
+    return create_app(app)
+
+
+def bare_app() -> Starlette:
+    async def run(request: Request) -> EventSourceResponse:
+        body = await request.json()
+        agent = bench_agent(request.path_params["agent"])
+
+        async def frames() -> AsyncIterator[bytes]:
+            seq = 0
+            async with agent.run_stream_events(body["message"]) as events:
+                async for event in events:
+                    match event:
+                        case (
+                            PartStartEvent(part=TextPart(content=text))
+                            | PartDeltaEvent(delta=TextPartDelta(content_delta=text))
+                        ):
+                            seq += 1
+                            data = json.dumps({"seq": seq, "text": text, "kind": "text_delta"})
+                            yield f"id: {seq}\r\nevent: text_delta\r\ndata: {data}\r\n\r\n".encode()
+                        case _:
+                            pass
+            data = json.dumps({"seq": seq + 1, "kind": "run_finished"})
+            yield f"id: {seq + 1}\r\nevent: run_finished\r\ndata: {data}\r\n\r\n".encode()
+
+        return EventSourceResponse(frames())
+
+    return Starlette(routes=[Route("/bare/{agent}", run, methods=["POST"])])
+
+
+async def _serve(app: Any, profile: str | None) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)  # connections wait in the backlog until uvicorn has started
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    print(f"port {sock.getsockname()[1]}", flush=True)
+    gc.collect()
+    gc.freeze()
+    if profile is None:
+        await server.serve([sock])
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(async_mode="disabled")
+    profiler.start()
+    try:
+        await server.serve([sock])
+    finally:
+        profiler.stop()
+        if profile.endswith(".html"):
+            profiler.write_html(profile)
+        else:
+            await anyio.Path(profile).write_text(profiler.output_text(show_all=True))
+
+
+# --- the client side ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def server_process(*args: str) -> AsyncGenerator[int, None]:
+    """Start ``bench/_server.py *args``; yield its port; SIGINT it (graceful) at the end."""
+    command = [sys.executable, str(Path(__file__)), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await anyio.open_process(command, env=env, stderr=None, stdin=subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(120):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive(1)
+        yield int(line.split()[1])
+    finally:
+        process.send_signal(signal.SIGINT)
+        with anyio.move_on_after(180):  # a profiled server writes its report on the way out
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def request(method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+    payload = json.dumps(body).encode() if body is not None else b""
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(payload)}\r\n"
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    return (head + "\r\n").encode() + payload
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection; responses are read just enough to find their end."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def open(cls, port: int) -> "Conn":
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        return cls(stream)
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send(data)
+
+    async def read_until(self, marker: bytes) -> bytes:
+        """Read until ``marker`` arrived; return what came up to and including it."""
+        chunks = [self.buffer]
+        tail = self.buffer
+        while (at := tail.find(marker)) < 0:
+            chunk = await self.stream.receive()
+            chunks.append(chunk)
+            # Only the end of what came before can hold the start of the marker.
+            tail = tail[-len(marker) :] + chunk
+        data = b"".join(chunks)
+        end = len(data) - len(tail) + at + len(marker)
+        seen, self.buffer = data[:end], data[end:]
+        return seen
+
+    async def read_response(self) -> bytes:
+        """One complete response with a Content-Length body."""
+        head = await self.read_until(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        while len(self.buffer) < length:
+            self.buffer += await self.stream.receive()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return body
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["tether", "bare"])
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--profile", default=None, help="write a pyinstrument HTML profile here")
+    args = parser.parse_args()
+    if args.kind == "tether":
+        url = args.database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
+        app = tether_app(url)
+    else:
+        app = bare_app()
+    # uvicorn re-raises the SIGINT it shut down on.
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(_serve, app, args.profile)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""``Tether``: the application — agent registry, engine settings and the process lifecycle.
+
+```python
+app = Tether()
+
+@app.agent("meetings", description="Answers questions about meetings")
+def meetings(ctx: AgentContext) -> Agent: ...
+
+async with app:
+    run = await app.start("meetings", "Summarise my week", user_id="u1")
+    async for event in run.events(): ...
+```
+
+``async with app`` opens the store and buses, starts the write-behind recorder and the lease
+heartbeat, and on exit stops every run of this worker with reason ``shutdown``.
+"""
+
+import asyncio
+import functools
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import pydantic
+
+from tether.bus.base import CancelBus, EventBus
+from tether.bus.memory import MemoryCancelBus, MemoryEventBus
+from tether.engine.engine import CancelResult, Engine, EngineConfig, IfBusy
+from tether.engine.history import HistoryRules
+from tether.engine.leases import heartbeat
+from tether.engine.policies import Pricing, RunLimits
+from tether.engine.recorder import Recorder
+from tether.engine.registry import AgentSpec
+from tether.engine.run import Run, RunOutcome
+from tether.errors import UsageError
+from tether.events import RunEvent, StopAction, StopMode, StopReason
+from tether.ids import RunId, SessionId, UserId
+from tether.runtimes.base import Runtime
+from tether.settings import Settings
+from tether.storage.memory import MemoryStore
+from tether.storage.store import Store
+
+Factory = Callable[[Any], object]
+
+
+class RunHandle:
+    """A run started by this process: its events, its outcome, and a way to stop it."""
+
+    def __init__(self, run: Run, engine: Engine) -> None:
+        self._run = run
+        self._engine = engine
+        self.run_id: RunId = run.run_id
+        self.session_id: SessionId = run.session_id
+        self.agent: str = run.agent
+
+    def events(self, after_seq: int = -1) -> AsyncIterator[RunEvent]:
+        """Events after ``after_seq`` (all by default), live, ending with ``RunFinished``."""
+        return self._run.events(after_seq)
+
+    async def cancel(
+        self,
+        *,
+        reason: StopReason = "user",
+        mode: StopMode = "now",
+        action: StopAction = "keep",
+        by: str | None = None,
+        wait: bool = False,
+    ) -> CancelResult:
+        return await self._engine.cancel(
+            self.run_id, reason=reason, mode=mode, action=action, by=by, wait=wait
+        )
+
+    async def outcome(self) -> RunOutcome:
+        """Wait for the run to end, and for its end to be stored, and return how it ended."""
+        return await self._run.wait_persisted()
+
+
+class Tether:
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        store: Store | None = None,
+        cancel_bus: CancelBus | None = None,
+        event_bus: EventBus | None = None,
+        runtimes: Sequence[Runtime] | None = None,
+        limits: RunLimits | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.agents: dict[str, AgentSpec] = {}
+        self._store = store
+        self._cancel_bus = cancel_bus
+        self._event_bus = event_bus
+        self._runtimes = runtimes
+        self._limits = limits or RunLimits()
+        self._engine: Engine | None = None
+        self._stack: AsyncExitStack | None = None
+        self._loop_thread: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def agent(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        context: type[pydantic.BaseModel] | None = None,
+        limits: RunLimits | None = None,
+        pricing: Pricing | None = None,
+    ) -> Callable[[Factory], Factory]:
+        """Register an agent factory, called with an ``AgentContext`` for every run.
+
+        Raises:
+            UsageError: the name is taken.
+        """
+
+        def register(factory: Factory) -> Factory:
+            if name in self.agents:
+                raise UsageError(f"agent {name!r} is already registered", agent=name)
+            self.agents[name] = AgentSpec(
+                name=name,
+                description=description,
+                factory=factory,
+                context_model=context,
+                limits=limits or RunLimits(),
+                pricing=pricing or Pricing(),
+            )
+            return factory
+
+        return register
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise UsageError("tether is not running: use `async with app:` first")
+        return self._engine
+
+    @property
+    def store(self) -> Store:
+        return self.engine.store
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._engine = await self._open(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._loop_thread = threading.get_ident()
+        self._loop = asyncio.get_running_loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._stack is not None
+        try:
+            if self._engine is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._engine.shutdown()
+        finally:
+            self._engine = None
+            stack, self._stack = self._stack, None
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def _open(self, stack: AsyncExitStack) -> Engine:
+        s = self.settings
+        store = self._store or await _open_store(s)
+        if self._store is None:
+            stack.push_async_callback(store.close)
+        cancel_bus, event_bus = self._cancel_bus, self._event_bus
+        if s.redis_url and (cancel_bus is None or event_bus is None):
+            from tether.bus.redis import open_redis_buses
+
+            # A worker starts even while Redis is down: its buses degrade (and recover) as in
+            # any later outage, since the database heartbeat still delivers stops.
+            redis_cancel, redis_events = await stack.enter_async_context(
+                open_redis_buses(s.redis_url, is_down_fatal=False)
+            )
+            cancel_bus, event_bus = cancel_bus or redis_cancel, event_bus or redis_events
+        recorder = Recorder(
+            store, flush_interval_s=s.flush_interval_s, give_up_s=s.storage_give_up_s
+        )
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        engine = Engine(
+            store=store,
+            cancel_bus=cancel_bus or MemoryCancelBus(),
+            event_bus=event_bus or MemoryEventBus(),
+            recorder=recorder,
+            runtimes=self._runtimes or _default_runtimes(),
+            agents=self.agents,
+            config=EngineConfig(
+                worker_id=s.worker_id or f"{socket.gethostname()}:{os.getpid()}",
+                lease_s=s.lease_s,
+                heartbeat_s=s.heartbeat_s,
+                stop_grace_s=s.stop_grace_s,
+                hard_stop_s=s.hard_stop_s,
+                history=HistoryRules(interrupted_marker=s.interrupted_marker),
+                limits=self._limits,
+            ),
+            task_group=tg,
+        )
+        tg.start_soon(recorder.run, name="tether recorder")
+        tg.start_soon(heartbeat, engine, name="tether heartbeat")
+        return engine
+
+    async def start(
+        self,
+        agent: str,
+        message: str,
+        *,
+        user_id: str = "local",
+        session_id: str | None = None,
+        context: object = None,
+        limits: RunLimits | None = None,
+        if_busy: IfBusy = "reject",
+        client_request_id: str | None = None,
+    ) -> RunHandle:
+        """Start a run of ``agent`` on ``message``; returns once the run exists in the store.
+
+        Raises:
+            UsageError: unknown agent or invalid context.
+            NotFound: no such session for this user.
+            Conflict: the session has an active run and ``if_busy`` is ``reject``.
+        """
+        engine = self.engine
+        run = await engine.start(
+            agent,
+            message,
+            user_id=UserId(user_id),
+            session_id=SessionId(session_id) if session_id else None,
+            context=context,
+            limits=limits,
+            if_busy=if_busy,
+            client_request_id=client_request_id,
+        )
+        return RunHandle(run, engine)
+
+    def handle(self, run_id: str) -> RunHandle | None:
+        """The handle of a run this process is running, if it is."""
+        run = self.engine.runs.get(RunId(run_id))
+        return RunHandle(run, self.engine) if run is not None else None
+
+    async def cancel(
+        self,
+        run_id: str,
+        *,
+        reason: StopReason = "user",
+        mode: StopMode = "now",
+        action: StopAction = "keep",
+        by: str | None = None,
+        wait: bool = False,
+    ) -> CancelResult:
+        """Stop a run, wherever it runs (see ``Engine.cancel``).
+
+        Raises:
+            NotFound: no such run.
+        """
+        return await self.engine.cancel(
+            RunId(run_id), reason=reason, mode=mode, action=action, by=by, wait=wait
+        )
+
+    def cancel_threadsafe(
+        self, run_id: str, *, reason: StopReason = "user", mode: StopMode = "now"
+    ) -> bool:
+        """Stop a run of this process from any thread, without waiting; False if not running here.
+
+        The full ``cancel`` (stop, event, durable intent) runs on the app's loop, in its task group.
+        """
+        run = self.engine.runs.get(RunId(run_id))
+        if run is None:
+            return False
+        engine = self.engine
+        cancel = functools.partial(engine.cancel, run.run_id, reason=reason, mode=mode, by="thread")
+        if threading.get_ident() == self._loop_thread:
+            engine.task_group.start_soon(cancel)
+        else:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(engine.task_group.start_soon, cancel)
+        return True
+
+
+async def _open_store(settings: Settings) -> Store:
+    url = settings.resolved_database_url()
+    if url == "memory":
+        return MemoryStore()
+    from tether.storage.migrate import upgrade_database
+    from tether.storage.sql import SqlStore
+
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await upgrade_database(url)
+    return SqlStore.open(url)
+
+
+def _default_runtimes() -> list[Runtime]:
+    from tether.runtimes.pydantic_ai import PydanticAIRuntime
+
+    runtimes: list[Runtime] = [PydanticAIRuntime()]
+    try:
+        from tether.runtimes.agno import AgnoRuntime
+    except ImportError:  # agno is an optional extra
+        return runtimes
+    runtimes.append(AgnoRuntime())
+    return runtimes

@@ -1,0 +1,83 @@
+"""In-process buses: the default for a single worker."""
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from tether.bus.base import StopCallback
+from tether.ids import RunId
+from tether.records import CancelRequest
+from tether.storage.store import StoredEvent
+
+
+class MemoryCancelBus:
+    """Delivers stops to watchers in this process; remembers stops sent before the watch."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[RunId, list[StopCallback]] = {}
+        self._requested: dict[RunId, CancelRequest] = {}
+
+    async def request_stop(self, run_id: RunId, request: CancelRequest) -> None:
+        self._requested.setdefault(run_id, request)
+        for on_stop in list(self._watchers.get(run_id, ())):
+            on_stop(request)
+
+    @asynccontextmanager
+    async def watch(self, run_id: RunId, on_stop: StopCallback) -> AsyncGenerator[None]:
+        self._watchers.setdefault(run_id, []).append(on_stop)
+        try:
+            if (early := self._requested.get(run_id)) is not None:
+                on_stop(early)
+            yield
+        finally:
+            watchers = self._watchers.get(run_id, [])
+            watchers.remove(on_stop)
+            if not watchers:
+                self._watchers.pop(run_id, None)
+                self._requested.pop(run_id, None)
+
+
+class _RunLog:
+    __slots__ = ("changed", "events", "first_seq")
+
+    def __init__(self, first_seq: int) -> None:
+        self.events: list[StoredEvent] = []
+        self.first_seq = first_seq
+        self.changed = anyio.Event()
+
+
+class MemoryEventBus:
+    """Keeps the events of the most recent runs in memory, readable from any seq.
+
+    Bounded: at most ``max_runs`` run logs are kept (oldest dropped first); a reader asking for
+    a dropped run gets ``None`` and reads the store instead.
+    """
+
+    def __init__(self, *, max_runs: int = 1024) -> None:
+        self._logs: dict[RunId, _RunLog] = {}
+        self._max_runs = max_runs
+
+    def publish(self, event: StoredEvent) -> None:
+        log = self._logs.get(event.run_id)
+        if log is None:
+            if len(self._logs) >= self._max_runs:
+                del self._logs[next(iter(self._logs))]
+            log = self._logs[event.run_id] = _RunLog(first_seq=event.seq)
+        log.events.append(event)
+        changed, log.changed = log.changed, anyio.Event()
+        changed.set()
+
+    async def read(
+        self, run_id: RunId, after_seq: int, *, timeout_s: float
+    ) -> list[StoredEvent] | None:
+        log = self._logs.get(run_id)
+        if log is None or after_seq + 1 < log.first_seq:
+            return None
+        start = after_seq + 1 - log.first_seq
+        if start >= len(log.events):
+            with anyio.move_on_after(timeout_s):
+                await log.changed.wait()
+            if self._logs.get(run_id) is not log:
+                return None
+        return log.events[start:]

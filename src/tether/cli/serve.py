@@ -1,0 +1,109 @@
+"""``tether serve``: the HTTP API and web UI for one app, on uvicorn.
+
+The app's own start-up creates and migrates a SQLite database. For the demo app, the embedded
+model is loaded (on a worker thread, behind a spinner) before the server listens, so the first
+chat doesn't pay for it; if it can't load, the server still starts and says why.
+"""
+
+import contextlib
+import functools
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import anyio
+import typer
+import uvicorn
+from rich.markup import escape
+
+from tether.cli._apps import load_app, shown_url
+from tether.cli._output import console, silence_banners
+from tether.errors import UsageError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        help="The Tether app to serve, as module:attribute (default: the demo agents).",
+        show_default=False,
+    ),
+]
+
+
+def serve(
+    app_spec: AppOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="SQLAlchemy URL (default: SQLite under TETHER_DATA_DIR, .tether/).",
+            show_default=False,
+        ),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="Redis, to share stops and events between workers.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Listen beyond loopback without API keys (anyone reaching it acts as you).",
+        ),
+    ] = False,
+) -> None:
+    """Serve the HTTP API and the web UI."""
+    from tether.http.app import create_app
+    from tether.http.auth import check_bind
+
+    app = load_app(app_spec, database_url=database_url, redis_url=redis_url)
+    check_bind(host, app.settings, allow_remote=allow_remote)
+    api = create_app(app, allow_remote=allow_remote)
+    silence_banners()
+    if app_spec is None:
+        _preload_embedded_model()
+    url = f"http://{_url_host(host)}:{port}"
+    console.print(
+        f"[bold]tether[/] serving [cyan]{escape(', '.join(sorted(app.agents)))}[/] "
+        f"on {escape(url)}  [dim](Ctrl+C to stop)[/]",
+        soft_wrap=True,
+    )
+    database = shown_url(app.settings.resolved_database_url())
+    console.print(f"[dim]database: {escape(database)}[/]", soft_wrap=True)
+    # uvicorn shuts down gracefully on Ctrl+C, then re-raises the SIGINT it caught.
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(functools.partial(_serve, api, host=host, port=port))
+
+
+async def _serve(api: "FastAPI", *, host: str, port: int) -> None:
+    config = uvicorn.Config(api, host=host, port=port, lifespan="on", log_level="info")
+    await uvicorn.Server(config).serve()
+
+
+def _preload_embedded_model() -> None:
+    from tether.runtimes.local import MODEL_NAME, default_local_llama
+
+    llama = default_local_llama()
+    started = time.monotonic()
+    try:
+        with console.status(f"Loading the embedded model ({MODEL_NAME})…"):
+            anyio.run(llama.load)
+    except UsageError as exc:
+        console.print(
+            f"[yellow]The embedded model is unavailable, so assistant and storyteller will fail "
+            f"(slow-tools works):[/] {escape(exc.message)}"
+        )
+        return
+    console.print(f"[green]✓[/] Embedded model loaded in {time.monotonic() - started:.1f} s")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,51 @@
+"""Demo agents on the embedded SmolLM2 model: ``assistant`` and ``storyteller``.
+
+The factories run per run, so the model is only touched (and loaded) when a run starts.
+"""
+
+from typing import Final
+
+from pydantic_ai import Agent
+
+from tether.app import Tether
+from tether.engine.context import AgentContext
+from tether.runtimes.local import LocalModel
+
+LOCAL_MODEL_AGENTS: Final = frozenset({"assistant", "storyteller", "storyteller-team"})
+"""Demo agents that answer from the embedded model (worth preloading before their first run)."""
+
+ASSISTANT_INSTRUCTIONS: Final = (
+    "You are a helpful, friendly assistant. Answer clearly and briefly, in a few sentences."
+)
+STORYTELLER_INSTRUCTIONS: Final = (
+    "You are a storyteller. Write long, vivid stories in many paragraphs: give the characters "
+    "names, describe places in detail, use dialogue, and keep the story going until it reaches "
+    "a real ending."
+)
+ASSISTANT_MAX_TOKENS: Final = 384
+# Most of the 2048-token context: long enough to have time to press Stop.
+STORYTELLER_MAX_TOKENS: Final = 1536
+
+
+def register_embedded(app: Tether) -> None:
+    @app.agent("assistant", description="Chat with the embedded SmolLM2 model (offline)")
+    def assistant(ctx: AgentContext) -> Agent[None, str]:
+        return Agent(
+            LocalModel(
+                settings={"max_tokens": ASSISTANT_MAX_TOKENS},
+                on_wait=lambda: ctx.queued("embedded model"),
+            ),
+            instructions=ASSISTANT_INSTRUCTIONS,
+            name="assistant",
+        )
+
+    @app.agent("storyteller", description="Long stories from the embedded model: try Stop")
+    def storyteller(ctx: AgentContext) -> Agent[None, str]:
+        return Agent(
+            LocalModel(
+                settings={"max_tokens": STORYTELLER_MAX_TOKENS, "temperature": 0.7},
+                on_wait=lambda: ctx.queued("embedded model"),
+            ),
+            instructions=STORYTELLER_INSTRUCTIONS,
+            name="storyteller",
+        )

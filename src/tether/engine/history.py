@@ -1,0 +1,119 @@
+"""Stored turns -> provider-valid, runtime-neutral history.
+
+Rules (every stop path must leave a history that any provider accepts):
+- A turn contributes its user message, then one ``AssistantItem`` per model response.
+- Every tool call gets a result: a real one, or a synthetic one saying why there is none.
+- A turn that did not complete ends with a short marker saying it was interrupted and why; it
+  is appended to the last response's text, or added as its own response when the last
+  response ended in tool calls (the results must directly follow their calls).
+- A turn stopped with ``action="rollback"`` is left out entirely, user message included.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import JsonValue
+
+from tether.events import StopReason
+from tether.records import (
+    AssistantItem,
+    HistoryItem,
+    HistoryTurn,
+    MessageRecord,
+    ToolCallRecord,
+    ToolExchange,
+    UserItem,
+)
+
+_WHY: dict[StopReason, str] = {
+    "user": "stopped by the user",
+    "timeout": "the run timed out",
+    "token_budget": "the token budget ran out",
+    "cost_budget": "the cost budget ran out",
+    "disconnect": "the client disconnected",
+    "shutdown": "the server shut down",
+    "superseded": "the user sent a new message",
+    "error": "an error occurred",
+    "worker_lost": "the server running it stopped unexpectedly",
+    "parent": "the run that started it was stopped",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRules:
+    """How interrupted turns are labelled for the model."""
+
+    interrupted_marker: str = "[This answer was interrupted: {why}.]"
+    missing_result: str = "[No result: the tool call was interrupted ({why}) before it returned.]"
+
+
+def why(reason: StopReason | None) -> str:
+    return _WHY[reason] if reason is not None else "it did not complete"
+
+
+def build_history(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[HistoryItem]:
+    items: list[HistoryItem] = []
+    for turn in turns:
+        cancel = turn.run.cancel
+        if turn.run.status == "cancelled" and cancel is not None and cancel.action == "rollback":
+            continue
+        items.extend(_turn_items(turn, rules))
+    return items
+
+
+def _turn_items(turn: HistoryTurn, rules: HistoryRules) -> list[HistoryItem]:
+    reason = why(turn.run.reason)
+    is_complete = turn.run.status == "completed"
+    items: list[HistoryItem] = []
+    responses: list[AssistantItem] = []
+    for message in turn.messages:
+        if message.role == "user":
+            items.append(UserItem(text=message.content))
+        elif message.role == "assistant":
+            responses.append(_response(message, rules, reason))
+    if not is_complete:
+        marker = rules.interrupted_marker.format(why=reason)
+        last = responses[-1] if responses else None
+        if last is not None and not last.tool_calls:
+            text = f"{last.text}\n\n{marker}" if last.text else marker
+            responses[-1] = AssistantItem(text=text, is_interrupted=True)
+        else:
+            responses.append(AssistantItem(text=marker, is_interrupted=True))
+    items.extend(responses)
+    return items
+
+
+def _response(message: MessageRecord, rules: HistoryRules, reason: str) -> AssistantItem:
+    calls = tuple(_exchange(c, rules, reason) for c in message.tool_calls)
+    return AssistantItem(text=message.content, tool_calls=calls)
+
+
+def _exchange(call: ToolCallRecord, rules: HistoryRules, reason: str) -> ToolExchange:
+    match call.status:
+        case "ok":
+            return ToolExchange(
+                call_id=call.call_id, tool=call.tool, args=call.args, result=_text(call.result)
+            )
+        case "error":
+            return ToolExchange(
+                call_id=call.call_id,
+                tool=call.tool,
+                args=call.args,
+                result=call.error or "The tool failed.",
+                is_error=True,
+            )
+        case "cancelled" | "running":
+            return ToolExchange(
+                call_id=call.call_id,
+                tool=call.tool,
+                args=call.args,
+                result=rules.missing_result.format(why=reason),
+                is_error=True,
+            )
+
+
+def _text(result: JsonValue) -> str:
+    if isinstance(result, str):
+        return result
+    return json.dumps(result)

@@ -1,0 +1,260 @@
+"""Write-behind persistence of what runs stream.
+
+The streaming path only appends to in-memory buffers (no await, no I/O); one flusher task per
+process writes every dirty buffer in a single ``Store.write`` transaction every
+``flush_interval_s``, and at once when a run asks (tool boundaries, terminal events). So what is
+stored is exactly what was streamed, at most one interval behind.
+
+If the store keeps failing, batches are kept and retried with backoff; nothing accepted is
+dropped. After ``give_up_s`` of continuous failure, the affected runs are told (their
+``on_storage_lost`` callback), so they can end ``failed`` and tell their clients.
+"""
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import anyio
+from pydantic import JsonValue
+
+from tether.errors import StorageError
+from tether.events import ToolStatus, Usage
+from tether.ids import MessageId, RunId, SessionId, new_id
+from tether.records import MessageRecord, MessageStatus, ToolCallRecord, utcnow
+from tether.storage.store import Store, StoredEvent, WriteBatch
+
+log = logging.getLogger(__name__)
+
+
+class _Message:
+    __slots__ = ("completed_at", "created_at", "dirty", "message_id", "parts", "status", "tool_ids")
+
+    def __init__(self) -> None:
+        self.message_id = MessageId(new_id("msg"))
+        self.created_at = utcnow()
+        self.parts: list[str] = []
+        self.status: MessageStatus = "streaming"
+        self.completed_at: datetime | None = None
+        self.tool_ids: list[str] = []
+        self.dirty = True
+
+
+class RunBuffer:
+    """One run's unflushed state; the engine's sink writes here, the flusher reads it."""
+
+    def __init__(
+        self, run_id: RunId, session_id: SessionId, on_storage_lost: Callable[[str], None]
+    ) -> None:
+        self.run_id = run_id
+        self.session_id = session_id
+        self.on_storage_lost = on_storage_lost
+        self._messages: list[_Message] = []
+        self._current: _Message | None = None
+        self._calls: dict[str, ToolCallRecord] = {}
+        self._dirty_calls: set[str] = set()
+        self._events: list[StoredEvent] = []
+        self._usage: Usage | None = None
+        self.is_finished = False
+        self.is_ready = True
+        """False until the run's row exists (child runs opened mid-stream are created after)."""
+
+    @property
+    def text(self) -> str:
+        """All assistant text recorded for the run so far."""
+        return "".join("".join(m.parts) for m in self._messages)
+
+    def response_started(self) -> None:
+        if self._current is not None:
+            self._close(self._current, "complete")
+        self._current = None
+
+    def text_delta(self, delta: str) -> None:
+        message = self._current
+        if message is None or message.tool_ids:
+            # Text after tool calls belongs to the next model response.
+            message = self._new_message()
+        message.parts.append(delta)
+        message.dirty = True
+
+    def tool_started(self, call_id: str, tool: str, args: Mapping[str, JsonValue]) -> None:
+        message = self._current or self._new_message()
+        message.tool_ids.append(call_id)
+        self._calls[call_id] = ToolCallRecord(
+            call_id=call_id, run_id=self.run_id, message_id=message.message_id, tool=tool, args=args
+        )
+        self._dirty_calls.add(call_id)
+
+    def tool_finished(
+        self, call_id: str, *, status: ToolStatus, result: JsonValue, error: str | None
+    ) -> None:
+        call = self._calls[call_id]
+        self._calls[call_id] = dataclasses.replace(
+            call,
+            status=status,
+            result=result,
+            error=error,
+            finished_at=utcnow(),
+        )
+        self._dirty_calls.add(call_id)
+
+    def event(self, event: StoredEvent) -> None:
+        self._events.append(event)
+
+    def usage(self, usage: Usage) -> None:
+        self._usage = usage
+
+    def finish(self, last_status: MessageStatus) -> None:
+        """Close the run's messages: the last one gets ``last_status``, the others complete."""
+        for message in self._messages:
+            if message.status == "streaming":
+                self._close(message, last_status if message is self._messages[-1] else "complete")
+
+    def take(self, batch: "_BatchBuilder") -> None:
+        for m in self._messages:
+            if m.dirty:
+                m.dirty = False
+                batch.messages.append(self._record(m))
+        for call_id in self._dirty_calls:
+            batch.tool_calls.append(self._calls[call_id])
+        self._dirty_calls.clear()
+        batch.events.extend(self._events)
+        self._events = []
+        if self._usage is not None:
+            batch.usage[self.run_id] = self._usage
+            self._usage = None
+
+    def restore(self, batch: "_BatchBuilder") -> None:
+        """Put back what ``take`` gave away after a failed write (events keep their order)."""
+        ids = {m.message_id for m in batch.messages}
+        for m in self._messages:
+            if m.message_id in ids:
+                m.dirty = True
+        self._dirty_calls.update(c.call_id for c in batch.tool_calls if c.run_id == self.run_id)
+        mine = [e for e in batch.events if e.run_id == self.run_id]
+        self._events = mine + self._events
+        if self._usage is None and self.run_id in batch.usage:
+            self._usage = batch.usage[self.run_id]
+
+    def _new_message(self) -> _Message:
+        if self._current is not None:
+            self._close(self._current, "complete")
+        message = self._current = _Message()
+        self._messages.append(message)
+        return message
+
+    def _close(self, message: _Message, status: MessageStatus) -> None:
+        message.status = status
+        message.completed_at = utcnow()
+        message.dirty = True
+
+    def _record(self, m: _Message) -> MessageRecord:
+        return MessageRecord(
+            message_id=m.message_id,
+            session_id=self.session_id,
+            run_id=self.run_id,
+            role="assistant",
+            content="".join(m.parts),
+            status=m.status,
+            created_at=m.created_at,
+            completed_at=m.completed_at,
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class _BatchBuilder:
+    messages: list[MessageRecord] = dataclasses.field(default_factory=list[MessageRecord])
+    tool_calls: list[ToolCallRecord] = dataclasses.field(default_factory=list[ToolCallRecord])
+    events: list[StoredEvent] = dataclasses.field(default_factory=list[StoredEvent])
+    usage: dict[RunId, Usage] = dataclasses.field(default_factory=dict[RunId, Usage])
+
+    def build(self) -> WriteBatch:
+        return WriteBatch(
+            messages=self.messages, tool_calls=self.tool_calls, events=self.events, usage=self.usage
+        )
+
+
+class Recorder:
+    def __init__(self, store: Store, *, flush_interval_s: float, give_up_s: float = 30.0) -> None:
+        self._store = store
+        self._interval_s = flush_interval_s
+        self._give_up_s = give_up_s
+        self._buffers: dict[RunId, RunBuffer] = {}
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+        self._failing_since: float | None = None
+
+    def open(
+        self, run_id: RunId, session_id: SessionId, on_storage_lost: Callable[[str], None]
+    ) -> RunBuffer:
+        buffer = self._buffers[run_id] = RunBuffer(run_id, session_id, on_storage_lost)
+        return buffer
+
+    def wake(self) -> None:
+        """Flush soon (tool boundaries): the flusher runs now instead of at the next tick."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The flusher loop; runs until cancelled (it is started in the app's task group)."""
+        next_tick = anyio.current_time() + self._interval_s
+        while True:
+            # Fixed ticks, not "an interval after the last write ended": a slow write must not
+            # stretch the gap between flushes (what is stored lags at most about one interval).
+            with anyio.move_on_after(max(0.0, next_tick - anyio.current_time())):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            next_tick = max(next_tick + self._interval_s, anyio.current_time())
+            # Shielded and bounded, like the heartbeat: shutdown never cuts a write in half.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._give_up_s) as bound:
+                await self.flush()
+            if bound.cancelled_caught:
+                # A write that hangs is a failing store too: it must count towards giving up.
+                timed_out = StorageError(f"a storage write took over {self._give_up_s:g} s")
+                self._note_failure(list(self._buffers.values()), timed_out)
+
+    async def flush(self) -> bool:
+        """Write everything buffered; False if the store failed (the data is kept)."""
+        async with self._lock:
+            batch = _BatchBuilder()
+            # A buffer whose run row is still being created waits: its rows reference it.
+            buffers = [b for b in self._buffers.values() if b.is_ready]
+            # Decided before the write: a run that finishes while it is in flight has more to
+            # write (its terminal event), so only the next flush may forget it.
+            finished = [buffer for buffer in buffers if buffer.is_finished]
+            for buffer in buffers:
+                buffer.take(batch)
+            write = batch.build()
+            if not write.is_empty():
+                try:
+                    await self._store.write(write)
+                except StorageError as exc:
+                    for buffer in buffers:
+                        buffer.restore(batch)
+                    self._note_failure(buffers, exc)
+                    return False
+                except BaseException:
+                    # Cut short (the flush is bounded): keep the batch, replaying it is harmless.
+                    for buffer in buffers:
+                        buffer.restore(batch)
+                    raise
+                self._failing_since = None
+            for buffer in finished:
+                self._buffers.pop(buffer.run_id, None)
+            return True
+
+    async def close(self, buffer: RunBuffer) -> bool:
+        """Flush a finished run's last state, then forget it; False if the store failed.
+
+        On failure the buffer stays and the flusher keeps retrying it.
+        """
+        buffer.is_finished = True
+        return await self.flush()
+
+    def _note_failure(self, buffers: list[RunBuffer], exc: StorageError) -> None:
+        now = anyio.current_time()
+        if self._failing_since is None:
+            self._failing_since = now
+        log.warning("storage write failed; will retry: %s", exc)
+        if now - self._failing_since >= self._give_up_s:
+            for buffer in buffers:
+                buffer.on_storage_lost(f"storage unavailable for {self._give_up_s:g} s: {exc}")

@@ -1,0 +1,346 @@
+"""One run: the sink runtimes report to, the events it emits, and its one terminal state.
+
+Guarantees:
+- ``seq`` strictly increases from 0; ``RunStarted`` is first and exactly one ``RunFinished`` is
+  last. After the terminal event the sink is closed: late reports (a sync tool's thread that
+  returns after the stop, a runtime that keeps going) are dropped and logged.
+- What the recorder stores is fed from the same calls that emit events, so the recorded
+  assistant text is byte-for-byte the concatenation of the ``text_delta`` events.
+- Every tool call is closed before the terminal event: ``cancelled`` on a stop, ``error`` on a
+  failure.
+
+The hot path (``text``) appends to lists and sets an event: no I/O, no await, no validation.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+from pydantic import JsonValue
+
+from tether.bus.base import EventBus
+from tether.engine.cancel import CancelToken
+from tether.engine.policies import BudgetMeter
+from tether.engine.recorder import RunBuffer
+from tether.events import (
+    ChildRunFinished,
+    ChildRunStarted,
+    RunEvent,
+    RunFinished,
+    RunQueued,
+    RunStarted,
+    StopReason,
+    StopRequested,
+    TerminalStatus,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    Usage,
+    event_json,
+)
+from tether.ids import RunId, SessionId, UserId
+from tether.records import CancelRequest, MessageStatus
+from tether.storage.store import StoredEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOutcome:
+    """How a run ended."""
+
+    run_id: RunId
+    status: TerminalStatus
+    reason: StopReason | None = None
+    error: str | None = None
+    usage: Usage
+    text: str
+    """The assistant text the run streamed (partial if it was stopped)."""
+
+
+class Run:
+    """The engine's side of one run; implements the runtimes' ``RunSink``."""
+
+    def __init__(
+        self,
+        *,
+        run_id: RunId,
+        session_id: SessionId,
+        user_id: UserId,
+        agent: str,
+        parent_run_id: RunId | None,
+        token: CancelToken,
+        buffer: RunBuffer,
+        meter: BudgetMeter,
+        event_bus: EventBus,
+        wake_recorder: Callable[[], None],
+        open_child: "Callable[[Run, str], Run] | None" = None,
+    ) -> None:
+        self.run_id = run_id
+        self.session_id = session_id
+        self.user_id = user_id
+        self.agent = agent
+        self.parent_run_id = parent_run_id
+        self.token = token
+        self.buffer = buffer
+        self.meter = meter
+        self.children: list[Run] = []
+        self._reported_children: set[RunId] = set()
+        self._bus = event_bus
+        self._wake_recorder = wake_recorder
+        self._open_child = open_child
+        self.is_driven_by_parent = False
+        """True for a child the parent's runtime reports into (an Agno member or step)."""
+        self._events: list[RunEvent] = []
+        self._changed = anyio.Event()
+        self._open_calls: set[str] = set()
+        self._finished: RunFinished | None = None
+        self._done = anyio.Event()
+        self._persisted = anyio.Event()
+        self.outcome: RunOutcome | None = None
+        self._emit(
+            RunStarted(
+                run_id=run_id,
+                seq=0,
+                session_id=session_id,
+                agent=agent,
+                parent_run_id=parent_run_id,
+            )
+        )
+
+    # --- RunSink -------------------------------------------------------------------------
+
+    def response_started(self) -> None:
+        if self._finished is None:
+            self.buffer.response_started()
+
+    def text(self, delta: str) -> None:
+        if self._finished is not None or not delta:
+            return
+        self.buffer.text_delta(delta)
+        self._emit(TextDelta(run_id=self.run_id, seq=len(self._events), text=delta))
+        if self.meter.is_limited and (reason := self.meter.streamed(len(delta))):
+            self.stop(CancelRequest(reason=reason, by="policy"))
+
+    def tool_started(self, call_id: str, tool: str, args: Mapping[str, JsonValue]) -> None:
+        if self._finished is not None:
+            return
+        self._open_calls.add(call_id)
+        self.buffer.tool_started(call_id, tool, args)
+        seq = len(self._events)
+        self._emit(
+            ToolCallStarted(run_id=self.run_id, seq=seq, call_id=call_id, tool=tool, args=args)
+        )
+        self._wake_recorder()
+
+    def tool_finished(
+        self, call_id: str, *, ok: bool, result: JsonValue = None, error: str | None = None
+    ) -> None:
+        if self._finished is not None:
+            log.info("run %s: late result of tool call %s discarded", self.run_id, call_id)
+            return
+        self._close_call(call_id, "ok" if ok else "error", result, error)
+
+    def usage(self, usage: Usage) -> None:
+        if self._finished is not None:
+            return
+        reason = self.meter.report(usage)
+        self.buffer.usage(self.meter.usage())
+        if reason is not None:
+            self.stop(CancelRequest(reason=reason, by="policy"))
+
+    def queued(self, resource: str) -> None:
+        if self._finished is None:
+            self._emit(RunQueued(run_id=self.run_id, seq=len(self._events), resource=resource))
+
+    # --- children ------------------------------------------------------------------------
+
+    def child_run(self, agent_name: str) -> "Run":
+        """Open a child run that this run's runtime reports into (a team member, a step)."""
+        assert self._open_child is not None
+        return self._open_child(self, agent_name)
+
+    def finished(self, status: Literal["completed", "cancelled", "failed"]) -> None:
+        """End a child run driven by its parent's runtime; later calls are ignored."""
+        request = self.token.request
+        match status:
+            case "completed":
+                self.finish("completed", None, None)
+            case "cancelled":
+                self.finish("cancelled", request.reason if request else "parent", None)
+            case "failed":
+                self.finish("failed", "error", "the member or step failed")
+
+    def child_started(self, child: "Run", call_id: str | None) -> None:
+        self.children.append(child)
+        if self._finished is None:
+            seq = len(self._events)
+            self._emit(
+                ChildRunStarted(
+                    run_id=self.run_id,
+                    seq=seq,
+                    child_run_id=child.run_id,
+                    agent=child.agent,
+                    call_id=call_id,
+                )
+            )
+
+    def child_finished(self, outcome: RunOutcome) -> None:
+        if self._finished is None and outcome.run_id not in self._reported_children:
+            self._reported_children.add(outcome.run_id)
+            seq = len(self._events)
+            self._emit(
+                ChildRunFinished(
+                    run_id=self.run_id,
+                    seq=seq,
+                    child_run_id=outcome.run_id,
+                    status=outcome.status,
+                    reason=outcome.reason,
+                )
+            )
+
+    def open_call_ids(self) -> frozenset[str]:
+        return frozenset(self._open_calls)
+
+    # --- stopping and finishing ----------------------------------------------------------
+
+    def stop(self, request: CancelRequest) -> bool:
+        """Ask the run to stop (any thread for the token; events only on the loop)."""
+        if self._finished is not None:
+            return False
+        # Called on the loop only, so nothing can slip in between this check and the request.
+        is_first = self.token.request is None
+        if is_first:
+            self._emit(
+                StopRequested(
+                    run_id=self.run_id,
+                    seq=len(self._events),
+                    reason=request.reason,
+                    mode=request.mode,
+                    action=request.action,
+                    by=request.by,
+                )
+            )
+        # Children first, so their ends are reported before ours; delivering ``now`` may
+        # finish this run synchronously, which is why StopRequested went out above.
+        for child in self.children:
+            child.stop(CancelRequest(reason="parent", mode="now", by=self.run_id))
+        self.token.request_stop(request)
+        return is_first
+
+    @property
+    def is_finished(self) -> bool:
+        return self._finished is not None
+
+    def finish(
+        self, status: TerminalStatus, reason: StopReason | None, error: str | None
+    ) -> RunFinished | None:
+        """Close open tool calls, then emit the one terminal event (None if already done)."""
+        if self._finished is not None:
+            return None
+        for child in self.children:
+            if child.outcome is None and child.is_driven_by_parent:
+                # Nobody else will end it: it ends with its parent.
+                child.finished("completed" if status == "completed" else "cancelled")
+            if child.outcome is not None:
+                self.child_finished(child.outcome)
+        call_status: Literal["error", "cancelled"] = "error" if status == "failed" else "cancelled"
+        for call_id in sorted(self._open_calls):
+            self._close_call(call_id, call_status, None, error or f"run {status}")
+        self.buffer.finish("complete" if status == "completed" else _message_status(status))
+        usage = self.meter.usage()
+        self.buffer.usage(usage)
+        terminal = RunFinished(
+            run_id=self.run_id,
+            seq=len(self._events),
+            status=status,
+            reason=reason,
+            usage=usage,
+            error=error,
+        )
+        self._emit(terminal)
+        self._finished = terminal
+        # Timers only: the stop callbacks must still reach the runtime when a run ends
+        # without a stop (storage lost), so it stops producing into a closed sink.
+        self.token.cancel_timers()
+        self.outcome = RunOutcome(
+            run_id=self.run_id,
+            status=status,
+            reason=reason,
+            error=error,
+            usage=usage,
+            text=self.buffer.text,
+        )
+        self._done.set()
+        return terminal
+
+    async def wait(self) -> RunOutcome:
+        """Wait for the terminal event (the fastest way to learn the outcome)."""
+        await self._done.wait()
+        assert self.outcome is not None
+        return self.outcome
+
+    def mark_persisted(self) -> None:
+        """The terminal state is in the store (or the bounded final write gave up)."""
+        self._persisted.set()
+
+    async def wait_persisted(self) -> RunOutcome:
+        """Wait until the terminal state is stored: after this, the store agrees with us."""
+        await self._persisted.wait()
+        assert self.outcome is not None
+        return self.outcome
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def events(self, after_seq: int = -1) -> AsyncIterator[RunEvent]:
+        """This run's events after ``after_seq``, live, ending with the terminal event."""
+        index = after_seq + 1
+        while True:
+            while index < len(self._events):
+                event = self._events[index]
+                index += 1
+                yield event
+                if isinstance(event, RunFinished):
+                    return
+            if self._finished is not None:
+                return  # asked for more than the run will ever emit
+            await self._changed.wait()
+
+    def _close_call(
+        self,
+        call_id: str,
+        status: Literal["ok", "error", "cancelled"],
+        result: JsonValue,
+        error: str | None,
+    ) -> None:
+        if call_id not in self._open_calls:
+            return
+        self._open_calls.discard(call_id)
+        self.buffer.tool_finished(call_id, status=status, result=result, error=error)
+        self._emit(
+            ToolCallFinished(
+                run_id=self.run_id,
+                seq=len(self._events),
+                call_id=call_id,
+                status=status,
+                result=result,
+                error=error,
+            )
+        )
+        self._wake_recorder()
+
+    def _emit(self, event: RunEvent) -> None:
+        self._events.append(event)
+        stored = StoredEvent(
+            run_id=self.run_id, seq=event.seq, kind=event.kind, payload=event_json(event)
+        )
+        self.buffer.event(stored)
+        self._bus.publish(stored)
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+
+def _message_status(status: TerminalStatus) -> MessageStatus:
+    return "error" if status == "failed" else "interrupted"

@@ -1,0 +1,74 @@
+"""Every exception tether raises.
+
+```
+AgentRunError                 base of everything below
+├── UsageError                caller mistake: bad config, unknown agent, bad context
+├── NotFound                  no such run / session / message (or not yours)
+├── Conflict                  illegal transition, e.g. a second run in a busy session
+├── ProviderError             .provider, .status_code, .retryable
+│   └── ProviderTimeout
+├── ToolError                 a tool raised; carries .tool and .call_id
+└── StorageError              database or bus still failing after bounded retries
+```
+
+Every error takes a human message plus keyword-only structured fields, kept in ``.details``
+so the HTTP layer can put them in problem+json without knowing each class.
+"""
+
+from typing import Any
+
+
+class AgentRunError(Exception):
+    """Base class of tether's errors."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+
+class UsageError(AgentRunError):
+    """The caller made a mistake: bad configuration, unknown agent, invalid context."""
+
+
+class NotFound(AgentRunError):
+    """No such run, session or message, or it belongs to another user."""
+
+
+class Conflict(AgentRunError):
+    """The request is illegal in the current state, e.g. the session already has an active run."""
+
+
+class ProviderError(AgentRunError):
+    """The model provider failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status_code: int | None = None,
+        retryable: bool = False,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=status_code, **details)
+        self.provider = provider
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class ProviderTimeout(ProviderError):
+    """The model provider did not answer in time."""
+
+
+class ToolError(AgentRunError):
+    """A tool raised."""
+
+    def __init__(self, message: str, *, tool: str, call_id: str, **details: Any) -> None:
+        super().__init__(message, tool=tool, call_id=call_id, **details)
+        self.tool = tool
+        self.call_id = call_id
+
+
+class StorageError(AgentRunError):
+    """The database or the bus kept failing after bounded retries."""

@@ -1,0 +1,185 @@
+"""The typed events a run emits, in order, ending with exactly one ``RunFinished``.
+
+Every event carries ``run_id`` and ``seq``: strictly increasing per run from 0, and doubling as
+the SSE event id. ``kind`` is the snake_case class name and is part of the wire contract.
+"""
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Final, Literal
+
+from pydantic import Field, JsonValue, TypeAdapter
+
+from tether.ids import RunId, SessionId
+
+RunStatus = Literal[
+    "pending", "running", "paused", "completed", "cancelled", "failed", "interrupted"
+]
+TerminalStatus = Literal["completed", "cancelled", "failed", "interrupted"]
+TERMINAL_STATUSES: Final[frozenset[str]] = frozenset(
+    {"completed", "cancelled", "failed", "interrupted"}
+)
+ACTIVE_STATUSES: Final[tuple[RunStatus, ...]] = ("pending", "running", "paused")
+
+StopReason = Literal[
+    "user",
+    "timeout",
+    "token_budget",
+    "cost_budget",
+    "disconnect",
+    "shutdown",
+    "superseded",
+    "error",
+    "worker_lost",
+    "parent",
+]
+"""Why a run ended early. ``parent``: its parent run was stopped; ``error``: it failed."""
+
+StopMode = Literal["now", "after_turn"]
+"""``now`` interrupts the current await; ``after_turn`` lets the current model turn and its tool
+calls finish, then stops (escalating to ``now`` after a grace period)."""
+
+StopAction = Literal["keep", "rollback"]
+"""``keep`` leaves the stopped turn in the session history; ``rollback`` discards it."""
+
+ToolStatus = Literal["running", "ok", "error", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Tokens and money a run consumed (cost from the agent's configured prices)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted:
+    run_id: RunId
+    seq: int
+    session_id: SessionId
+    agent: str
+    parent_run_id: RunId | None = None
+    kind: Literal["run_started"] = "run_started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextDelta:
+    run_id: RunId
+    seq: int
+    text: str
+    kind: Literal["text_delta"] = "text_delta"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallStarted:
+    run_id: RunId
+    seq: int
+    call_id: str
+    tool: str
+    args: Mapping[str, JsonValue] = field(default_factory=dict[str, JsonValue])
+    kind: Literal["tool_call_started"] = "tool_call_started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallFinished:
+    run_id: RunId
+    seq: int
+    call_id: str
+    status: Literal["ok", "error", "cancelled"]
+    result: JsonValue = None
+    error: str | None = None
+    kind: Literal["tool_call_finished"] = "tool_call_finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildRunStarted:
+    run_id: RunId
+    seq: int
+    child_run_id: RunId
+    agent: str
+    call_id: str | None = None
+    """The parent's tool call that started the child, when there is one."""
+    kind: Literal["child_run_started"] = "child_run_started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildRunFinished:
+    run_id: RunId
+    seq: int
+    child_run_id: RunId
+    status: TerminalStatus
+    reason: StopReason | None = None
+    kind: Literal["child_run_finished"] = "child_run_finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunQueued:
+    """The run waits for a shared resource (e.g. the embedded model serving another run)."""
+
+    run_id: RunId
+    seq: int
+    resource: str
+    kind: Literal["run_queued"] = "run_queued"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopRequested:
+    """A stop was accepted; the terminal ``RunFinished`` follows."""
+
+    run_id: RunId
+    seq: int
+    reason: StopReason
+    mode: StopMode
+    action: StopAction
+    by: str | None = None
+    kind: Literal["stop_requested"] = "stop_requested"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished:
+    run_id: RunId
+    seq: int
+    status: TerminalStatus
+    reason: StopReason | None = None
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+    kind: Literal["run_finished"] = "run_finished"
+
+
+RunEvent = Annotated[
+    RunStarted
+    | TextDelta
+    | ToolCallStarted
+    | ToolCallFinished
+    | ChildRunStarted
+    | ChildRunFinished
+    | RunQueued
+    | StopRequested
+    | RunFinished,
+    Field(discriminator="kind"),
+]
+RUN_EVENTS: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+
+
+def event_json(event: RunEvent) -> str:
+    """Serialize an event to one line of JSON (no newlines, so it fits one SSE ``data:`` line)."""
+    if isinstance(event, TextDelta):
+        # Hot path: one call per token. json.dumps escapes newlines and is ~10x cheaper than
+        # going through the TypeAdapter for this flat shape.
+        return json.dumps(
+            {"run_id": event.run_id, "seq": event.seq, "text": event.text, "kind": event.kind}
+        )
+    return RUN_EVENTS.dump_json(event).decode()
+
+
+def parse_event(data: str | bytes) -> RunEvent:
+    """Parse an event from its JSON form (validates: use at trust boundaries only)."""
+    return RUN_EVENTS.validate_json(data)

@@ -1,0 +1,173 @@
+"""Run routes: start a run (streamed), stop it, read its state, and replay or follow its events.
+
+Starting validates and creates the run before the response starts, so every refusal (unknown
+agent, bad context, busy session) is a proper problem+json, and the stream then begins at
+``run_started``. The stop path does no I/O before the stop lands on a run this process drives.
+"""
+
+import time
+from typing import Annotated, Any, Final
+
+import anyio
+import anyio.lowlevel
+from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+
+from tether.errors import NotFound, UsageError
+from tether.events import TERMINAL_STATUSES
+from tether.http.auth import Authenticator
+from tether.http.problems import problem_responses
+from tether.http.schemas import CancelRunIn, CancelRunOut, RunOut, StartRunIn
+from tether.http.sse import event_stream, is_seen_to_end, resume_after, run_frames, stored_frames
+from tether.http.state import HttpState
+from tether.ids import RunId, UserId
+
+WAIT_LIMIT_S: Final = 30.0
+"""The longest ``wait: true`` holds a cancel request before answering with the current state."""
+
+AgentName = Annotated[str, Path(min_length=1, max_length=128)]
+RunIdPath = Annotated[str, Path(min_length=1, max_length=128)]
+_SSE_DOC: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "Server-Sent Events, ending after `run_finished`.",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "description": "One event (OpenAPI < 3.2: the schema describes each event).",
+                    "type": "object",
+                    "required": ["id", "event", "data"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "seq"},
+                        "event": {"type": "string", "description": "the event's kind"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "the event as JSON, on one line",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
+    user_dep = Depends(authenticate)
+    router = APIRouter(tags=["runs"])
+
+    @router.post(
+        "/agents/{agent}/runs",
+        response_class=EventSourceResponse,
+        responses={**_SSE_DOC, **problem_responses(404, 409)},
+    )
+    async def start_run(
+        agent: AgentName, body: StartRunIn, user: Annotated[UserId, user_dep]
+    ) -> EventSourceResponse:
+        """Start a run and stream its events, from `run_started` to `run_finished`."""
+        return await _start_run(state, agent, body=body, user=user)
+
+    @router.post("/runs/{run_id}/cancel", responses=problem_responses(404))
+    async def cancel_run(
+        run_id: RunIdPath, user: Annotated[UserId, user_dep], body: CancelRunIn | None = None
+    ) -> CancelRunOut:
+        """Stop a run; idempotent. `accepted` is true only for the request that stopped it."""
+        return await _cancel_run(state, run_id, body=body or CancelRunIn(), user=user)
+
+    @router.get("/runs/{run_id}", responses=problem_responses(404))
+    async def get_run(run_id: RunIdPath, user: Annotated[UserId, user_dep]) -> RunOut:
+        """A run's state: status, timings, usage, children and how it was stopped."""
+        record = await state.record_of(run_id, user)
+        children = await state.engine.store.child_runs(record.run_id)
+        return RunOut.of(state.current(record), [state.current(c) for c in children])
+
+    @router.get(
+        "/runs/{run_id}/events",
+        response_class=EventSourceResponse,
+        responses={
+            **_SSE_DOC,
+            204: {"description": "The client already has the run's last event."},
+            **problem_responses(404),
+        },
+    )
+    async def run_events(
+        run_id: RunIdPath,
+        user: Annotated[UserId, user_dep],
+        after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
+        last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    ) -> Response:
+        """Replay a run's events after `Last-Event-ID` (or `?after=`), then follow it live."""
+        after_seq = resume_after(last_event_id, after)
+        return await _run_events(state, run_id, after_seq=after_seq, user=user)
+
+    return router
+
+
+async def _start_run(
+    state: HttpState, agent: str, *, body: StartRunIn, user: UserId
+) -> EventSourceResponse:
+    if agent not in state.tether.agents:
+        raise NotFound(f"no agent {agent!r}", agent=agent)
+    limit = state.settings.max_message_chars
+    if len(body.message) > limit:
+        raise UsageError(f"the message is longer than {limit} characters", limit=limit)
+    state.require_running()
+    handle = await state.tether.start(
+        agent,
+        body.message,
+        user_id=user,
+        session_id=body.session_id,
+        context=body.context,
+        if_busy=body.if_busy,
+        client_request_id=body.client_request_id,
+    )
+    state.track(handle, user=user, client_request_id=body.client_request_id)
+
+    async def cancel_on_disconnect() -> None:
+        requested_at = time.perf_counter()
+        result = await state.tether.cancel(handle.run_id, reason="disconnect", by=user)
+        if result.accepted:
+            state.time_stop(handle.run_id, reason="disconnect", requested_at=requested_at)
+
+    return event_stream(
+        run_frames(handle.events()),
+        metrics=state.metrics,
+        on_shutdown=state.stop_for_shutdown,
+        on_gone=cancel_on_disconnect if body.on_disconnect == "cancel" else None,
+        headers={"X-Run-Id": handle.run_id, "X-Session-Id": handle.session_id},
+    )
+
+
+async def _cancel_run(
+    state: HttpState, run_id: str, *, body: CancelRunIn, user: UserId
+) -> CancelRunOut:
+    requested_at = time.perf_counter()
+    await state.run_of(run_id, user)
+    result = await state.tether.cancel(
+        run_id, reason=body.reason, mode=body.mode, action=body.action, by=user
+    )
+    if result.accepted:
+        state.time_stop(result.run_id, reason=body.reason, requested_at=requested_at)
+    # Deliberate: let the run's streams send the frames the stop produced before this answer
+    # is built and sent; the stop's own latency is what the user feels, not the answer's.
+    await anyio.lowlevel.checkpoint()
+    status, reason = result.status, result.reason
+    if body.wait and status not in TERMINAL_STATUSES:
+        with anyio.move_on_after(WAIT_LIMIT_S):
+            record = await state.engine.wait_terminal(result.run_id)
+            status, reason = record.status, record.reason
+    return CancelRunOut(run_id=run_id, accepted=result.accepted, status=status, reason=reason)
+
+
+async def _run_events(state: HttpState, run_id: str, *, after_seq: int, user: UserId) -> Response:
+    engine = state.engine
+    run = await state.run_of(run_id, user)
+    if run is not None and not run.is_finished:
+        frames = run_frames(run.events(after_seq))
+    else:
+        # Driven elsewhere, or over: the store, and the bus for what the store lacks yet.
+        if await is_seen_to_end(engine.store, RunId(run_id), after_seq):
+            return Response(status_code=204)
+        frames = stored_frames(engine, RunId(run_id), after_seq)
+    return event_stream(frames, metrics=state.metrics, on_shutdown=state.stop_for_shutdown)

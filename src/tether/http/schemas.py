@@ -1,0 +1,240 @@
+"""Request and response models of the HTTP API (the boundary only: the engine never sees them).
+
+Requests forbid unknown fields, so a misspelt option (``sessionId``) is a 422, not a silent
+default. Ids are bounded strings; their existence and ownership are checked by the routes.
+"""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from tether.events import RunStatus, StopAction, StopMode, StopReason, ToolStatus, Usage
+from tether.records import CancelRequest, MessageRecord, MessageStatus, Role, RunRecord
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+ClientRequestId = Annotated[str, Field(min_length=1, max_length=128)]
+ClientStopReason = Literal["user", "superseded", "timeout"]
+"""The reasons a client may give; the others (shutdown, disconnect, budgets …) are tether's."""
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartRunIn(_Request):
+    message: str = Field(min_length=1)
+    """At most ``settings.max_message_chars`` characters (checked by the route)."""
+    session_id: Id | None = None
+    context: dict[str, JsonValue] | None = None
+    """Validated against the agent's context model."""
+    client_request_id: ClientRequestId | None = None
+    """Lets ``POST /sessions/{id}/cancel`` stop this run before the client knows its id."""
+    on_disconnect: Literal["cancel", "continue"] = "cancel"
+    if_busy: Literal["reject", "interrupt", "enqueue"] = "reject"
+
+
+class CancelRunIn(_Request):
+    reason: ClientStopReason = "user"
+    mode: StopMode = "now"
+    action: StopAction = "keep"
+    wait: bool = False
+    """Answer once the run is terminal (bounded; the answer says if it is not yet)."""
+
+
+class CancelRunOut(BaseModel):
+    run_id: str
+    accepted: bool
+    """True if this request is the one that stops the run."""
+    status: RunStatus
+    reason: StopReason | None
+
+
+class CancelSessionIn(_Request):
+    client_request_id: ClientRequestId | None = None
+
+
+class CancelSessionOut(BaseModel):
+    session_id: str
+    run_id: str | None
+    """None when no run exists yet: the stop is held for the run about to start."""
+    accepted: bool
+    status: RunStatus | None
+
+
+class ConfigOut(BaseModel):
+    auth_required: bool
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class AgentOut(BaseModel):
+    name: str
+    description: str
+
+
+class UsageOut(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    requests: int
+    cost_usd: float
+
+    @classmethod
+    def of(cls, usage: Usage) -> "UsageOut":
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+            requests=usage.requests,
+            cost_usd=usage.cost_usd,
+        )
+
+
+class TimingsOut(BaseModel):
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+
+
+class CancelInfoOut(BaseModel):
+    by: str | None
+    reason: StopReason
+    mode: StopMode
+    action: StopAction
+    requested_at: datetime
+
+    @classmethod
+    def of(cls, request: CancelRequest) -> "CancelInfoOut":
+        return cls(
+            by=request.by,
+            reason=request.reason,
+            mode=request.mode,
+            action=request.action,
+            requested_at=request.requested_at,
+        )
+
+
+class ChildRunOut(BaseModel):
+    run_id: str
+    agent: str
+    status: RunStatus
+
+
+class RunOut(BaseModel):
+    run_id: str
+    session_id: str
+    agent: str
+    status: RunStatus
+    reason: StopReason | None
+    error: str | None
+    parent_run_id: str | None
+    timings: TimingsOut
+    usage: UsageOut
+    children: list[ChildRunOut]
+    cancel: CancelInfoOut | None
+
+    @classmethod
+    def of(cls, record: RunRecord, children: list[RunRecord]) -> "RunOut":
+        finished_at = record.finished_at
+        duration_s = (finished_at - record.started_at).total_seconds() if finished_at else None
+        return cls(
+            run_id=record.run_id,
+            session_id=record.session_id,
+            agent=record.agent,
+            status=record.status,
+            reason=record.reason,
+            error=record.error,
+            parent_run_id=record.parent_run_id,
+            timings=TimingsOut(
+                started_at=record.started_at, finished_at=finished_at, duration_s=duration_s
+            ),
+            usage=UsageOut.of(record.usage),
+            children=[
+                ChildRunOut(run_id=c.run_id, agent=c.agent, status=c.status) for c in children
+            ],
+            cancel=CancelInfoOut.of(record.cancel) if record.cancel else None,
+        )
+
+
+class RunBriefOut(BaseModel):
+    run_id: str
+    status: RunStatus
+    reason: StopReason | None
+    parent_run_id: str | None
+
+    @classmethod
+    def of(cls, record: RunRecord) -> "RunBriefOut":
+        return cls(
+            run_id=record.run_id,
+            status=record.status,
+            reason=record.reason,
+            parent_run_id=record.parent_run_id,
+        )
+
+
+class ToolCallOut(BaseModel):
+    call_id: str
+    tool: str
+    args: dict[str, JsonValue]
+    status: ToolStatus
+    result: JsonValue
+    error: str | None
+
+
+class MessageOut(BaseModel):
+    message_id: str
+    run_id: str
+    role: Role
+    content: str
+    status: MessageStatus
+    created_at: datetime
+    tool_calls: list[ToolCallOut]
+
+    @classmethod
+    def of(cls, message: MessageRecord) -> "MessageOut":
+        return cls(
+            message_id=message.message_id,
+            run_id=message.run_id,
+            role=message.role,
+            content=message.content,
+            status=message.status,
+            created_at=message.created_at,
+            tool_calls=[
+                ToolCallOut(
+                    call_id=c.call_id,
+                    tool=c.tool,
+                    args=dict(c.args),
+                    status=c.status,
+                    result=c.result,
+                    error=c.error,
+                )
+                for c in message.tool_calls
+            ],
+        )
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    agent: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionPageOut(BaseModel):
+    sessions: list[SessionOut]
+    next_before: datetime | None
+    """Pass as ``before`` for the next (older) page; None on the last page."""
+
+
+class SessionDetailOut(SessionOut):
+    messages: list[MessageOut]
+    runs: list[RunBriefOut]
+    active_run_id: str | None
+
+
+class RenameSessionIn(_Request):
+    title: str = Field(min_length=1, max_length=200)

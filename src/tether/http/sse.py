@@ -1,0 +1,254 @@
+"""Run events as Server-Sent Events, resumable from any ``Last-Event-ID``.
+
+Frame: ``id: <seq>``, ``event: <kind>``, ``data: <the event's JSON>`` — one ``data:`` line, since
+event JSON never contains a raw CR or LF. A client that reconnects with the last id it saw gets
+every later event exactly once: ``seq`` is contiguous per run, and each source below yields
+only events after the last seq it yielded.
+
+Sources:
+- a run this process drives: its in-memory event list (``Run.events``), live;
+- any other run: the store's ``events_after`` in pages, then the event bus (which can serve
+  recent events of runs on other workers), falling back to polling the store when the bus
+  can't; until ``run_finished``. A run the store says is over but whose terminal event was
+  never stored gets a terminal frame built from its record, so every stream ends.
+
+Guarantees of every response: keep-alive comments every ``PING_S``; a client that goes away is
+noticed at once (the response listens for ``http.disconnect``, not only on failed writes); a
+send that blocks for ``SEND_TIMEOUT_S`` ends the stream; on server shutdown the app's runs are
+stopped (reason ``shutdown``) and streams get ``SHUTDOWN_GRACE_S`` to deliver their terminal
+event. What a disconnect means for the run is the caller's ``on_gone``, never this module's.
+"""
+
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from typing import Final, Literal, cast
+
+import anyio
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException
+from starlette.types import Message
+
+from tether.bus.base import EventBus
+from tether.engine.engine import Engine
+from tether.events import RunEvent, RunFinished, RunStatus, TerminalStatus, event_json
+from tether.http.metrics import HttpMetrics
+from tether.ids import RunId
+from tether.storage.store import Store, StoredEvent
+
+PING_S: Final = 15.0
+SEND_TIMEOUT_S: Final = 30.0
+SHUTDOWN_GRACE_S: Final = 5.0
+GONE_TIMEOUT_S: Final = 5.0
+STORE_PAGE: Final = 500
+BUS_WAIT_S: Final = 10.0
+STORE_POLL_S: Final = 0.25
+_MAX_SEQ_DIGITS: Final = 18
+
+
+def frame(seq: int, kind: str, data: str) -> bytes:
+    """One SSE frame; ``data`` must be one line (event JSON always is)."""
+    return f"id: {seq}\r\nevent: {kind}\r\ndata: {data}\r\n\r\n".encode()
+
+
+def resume_after(last_event_id: str | None, after: int | None) -> int:
+    """The seq to resume after: ``Last-Event-ID`` wins over ``?after=``; -1 means from the start.
+
+    Raises:
+        HTTPException: 400, ``Last-Event-ID`` is not a seq.
+    """
+    if last_event_id is None:
+        return -1 if after is None else after
+    value = last_event_id.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > _MAX_SEQ_DIGITS:
+        raise HTTPException(400, "Last-Event-ID must be the id of an event of this run")
+    return int(value)
+
+
+async def run_frames(events: AsyncIterator[RunEvent]) -> AsyncGenerator[bytes, None]:
+    """Frames of a run this process drives (``Run.events``), live, through its terminal event."""
+    assert isinstance(events, AsyncGenerator)
+    async with aclosing(cast("AsyncGenerator[RunEvent, None]", events)) as live:
+        async for event in live:
+            yield frame(event.seq, event.kind, event_json(event))
+
+
+async def stored_frames(
+    engine: Engine, run_id: RunId, after_seq: int
+) -> AsyncGenerator[bytes, None]:
+    """Frames of any run from the store and the event bus, through its terminal event.
+
+    Each chunk holds every frame available at that moment (a replay sends pages, not events).
+    """
+    source = _StoredEvents(engine.store, engine.event_bus, run_id, after_seq=after_seq)
+    while chunk := await source.next_chunk():
+        yield chunk
+
+
+class _StoredEvents:
+    def __init__(self, store: Store, bus: EventBus, run_id: RunId, *, after_seq: int) -> None:
+        self._store = store
+        self._bus = bus
+        self._run_id = run_id
+        self._after = after_seq
+        self._is_over = False
+
+    async def next_chunk(self) -> bytes:
+        """The next frames, waiting for them if need be; empty once the run is over."""
+        while not self._is_over:
+            page = await self._store.events_after(self._run_id, self._after, limit=STORE_PAGE)
+            if page:
+                return self._take(page)
+            live = await self._bus.read(self._run_id, self._after, timeout_s=BUS_WAIT_S)
+            if live and live[0].seq == self._after + 1:
+                return self._take(live)
+            if live:
+                # A gap (the bus dropped events): they are in the store, or soon will be.
+                await anyio.sleep(STORE_POLL_S)
+                continue
+            # Nothing new: the bus can't serve this run (None) or had nothing for a while ([]).
+            match await _check_end(self._store, self._run_id, self._after):
+                case "live":
+                    if live is None:
+                        await anyio.sleep(STORE_POLL_S)
+                case "more":
+                    pass
+                case "over":
+                    self._is_over = True
+                case terminal:
+                    self._is_over = True
+                    return terminal
+        return b""
+
+    def _take(self, events: list[StoredEvent]) -> bytes:
+        frames: list[bytes] = []
+        for event in events:
+            if event.seq != self._after + 1 and frames:
+                break  # keep the chunk contiguous; the rest comes from the next read
+            frames.append(frame(event.seq, event.kind, event.payload))
+            self._after = event.seq
+            if event.kind == "run_finished":
+                self._is_over = True
+                break
+        return b"".join(frames)
+
+
+async def _check_end(
+    store: Store, run_id: RunId, after: int
+) -> Literal["live", "more", "over"] | bytes:
+    """Whether a run with nothing new after ``after`` is still going, and if not how it ends.
+
+    ``more``: events were stored meanwhile; ``over``: the client has the terminal event, or the
+    run is gone; bytes: the run is over but its terminal event was never stored, so here is one
+    built from its record.
+    """
+    record = await store.get_run(run_id)
+    if record is None:
+        return "over"
+    status = _terminal(record.status)
+    if status is None:
+        return "live"
+    if await store.events_after(run_id, after, limit=1):
+        return "more"
+    if await is_seen_to_end(store, run_id, after):
+        return "over"
+    terminal = RunFinished(
+        run_id=run_id,
+        seq=after + 1,
+        status=status,
+        reason=record.reason,
+        usage=record.usage,
+        error=record.error,
+    )
+    return frame(terminal.seq, terminal.kind, event_json(terminal))
+
+
+async def is_seen_to_end(store: Store, run_id: RunId, after: int) -> bool:
+    """Whether the event with seq ``after`` is the run's stored terminal event."""
+    if after < 0:
+        return False
+    seen = await store.events_after(run_id, after - 1, limit=1)
+    return bool(seen) and seen[0].seq == after and seen[0].kind == "run_finished"
+
+
+def _terminal(status: RunStatus) -> TerminalStatus | None:
+    match status:
+        case "completed" | "cancelled" | "failed" | "interrupted":
+            return status
+        case _:
+            return None
+
+
+class _Stream:
+    """One SSE response's life: counts it, and tells ``on_gone`` if it ends before its end."""
+
+    def __init__(
+        self,
+        frames: AsyncGenerator[bytes, None],
+        *,
+        metrics: HttpMetrics,
+        on_gone: Callable[[], Awaitable[None]] | None,
+        on_shutdown: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._frames = frames
+        self._metrics = metrics
+        self._on_gone = on_gone
+        self._on_shutdown = on_shutdown
+        self._is_done = False
+        self.shutdown_event = anyio.Event()
+
+    async def body(self) -> AsyncGenerator[bytes, None]:
+        self._metrics.stream_clients.inc()
+        try:
+            async with aclosing(self._frames) as frames:
+                async for chunk in frames:
+                    yield chunk
+            self._is_done = True
+        finally:
+            self._metrics.stream_clients.dec()
+            await self._gone()
+
+    async def on_disconnect(self, message: Message) -> None:
+        await self._gone()
+
+    async def watch_shutdown(self) -> None:
+        await self.shutdown_event.wait()
+        self._is_done = True  # from here on, an unfinished stream is the shutdown's doing
+        await self._on_shutdown()
+
+    async def _gone(self) -> None:
+        if self._is_done or self._on_gone is None:
+            return
+        self._is_done = True
+        # Shielded: this runs while the response is being cancelled because the client left.
+        with anyio.move_on_after(GONE_TIMEOUT_S, shield=True):
+            await self._on_gone()
+
+
+def event_stream(
+    frames: AsyncGenerator[bytes, None],
+    *,
+    metrics: HttpMetrics,
+    on_shutdown: Callable[[], Awaitable[None]],
+    on_gone: Callable[[], Awaitable[None]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> EventSourceResponse:
+    """An SSE response streaming ``frames``.
+
+    Args:
+        frames: Encoded frames (an async generator), ending after the terminal event.
+        metrics: Where the stream is counted.
+        on_shutdown: Called when the server starts shutting down (stops this app's runs).
+        on_gone: Called once if the client leaves (or stops reading) before the last frame.
+        headers: Extra response headers.
+    """
+    stream = _Stream(frames, metrics=metrics, on_gone=on_gone, on_shutdown=on_shutdown)
+    return EventSourceResponse(
+        stream.body(),
+        headers=headers,
+        ping=PING_S,
+        send_timeout=SEND_TIMEOUT_S,
+        client_close_handler_callable=stream.on_disconnect,
+        data_sender_callable=stream.watch_shutdown,
+        shutdown_event=stream.shutdown_event,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
+    )

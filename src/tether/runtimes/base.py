@@ -1,0 +1,69 @@
+"""The ``Runtime`` protocol: drive one agent turn as sink calls, honouring the stop signal.
+
+A runtime never creates events, sequence numbers or records itself: it reports what happens
+to the ``RunSink`` and the engine turns that into events, persistence and policy checks. It
+returns normally when the turn completes or when it stopped because the signal asked it to,
+and raises on failure.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import JsonValue
+
+from tether.events import Usage
+from tether.ids import RunId, SessionId
+from tether.records import HistoryItem
+
+
+class RunSink(Protocol):
+    def response_started(self) -> None:
+        """A new model response begins (the next text belongs to a new assistant message)."""
+        ...
+
+    def text(self, delta: str) -> None: ...
+    def tool_started(self, call_id: str, tool: str, args: Mapping[str, JsonValue]) -> None: ...
+    def tool_finished(
+        self, call_id: str, *, ok: bool, result: JsonValue = None, error: str | None = None
+    ) -> None: ...
+    def usage(self, usage: Usage) -> None:
+        """Report the run's cumulative token usage so far (budgets are checked on it)."""
+        ...
+
+    def queued(self, resource: str) -> None:
+        """The run waits for a shared resource before it can go on."""
+        ...
+
+
+class StopSignal(Protocol):
+    @property
+    def is_after_turn_requested(self) -> bool:
+        """A stop after the current model turn was requested: stop at the next step boundary."""
+        ...
+
+    def on_stop_now(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the event loop as soon as an immediate stop is requested."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Turn:
+    run_id: RunId
+    session_id: SessionId
+    prompt: str
+    history: Sequence[HistoryItem]
+
+
+class Runtime(Protocol):
+    name: str
+    handles_stop: bool
+    """True if ``drive`` stops by itself on ``signal.on_stop_now`` (returning normally); the
+    engine then cancels it outright only if it hasn't stopped within a grace period. False: the
+    engine cancels the ``drive`` call's scope at once on a stop."""
+
+    def accepts(self, agent: object) -> bool:
+        """Whether this runtime drives agents of this type."""
+        ...
+
+    async def drive(self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal) -> None: ...

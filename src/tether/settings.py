@@ -1,0 +1,37 @@
+"""``Settings``: the only place environment variables are read (prefix ``TETHER_``)."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore")
+
+    data_dir: Path = Path(".tether")
+    """Where the default SQLite database lives."""
+    database_url: str | None = None
+    """SQLAlchemy async URL; default: a SQLite file under ``data_dir``. ``memory`` keeps
+    everything in process (tests, embedding)."""
+    redis_url: str | None = None
+    """With Redis, stops and live events travel between workers; without, single-worker buses."""
+    worker_id: str | None = None
+    """This worker's name in run ownership; default: host and pid."""
+    flush_interval_s: float = Field(default=0.1, gt=0)
+    lease_s: float = Field(default=10.0, gt=0)
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    """How often a worker renews its leases and reads stops recorded on its runs' rows (the
+    path a stop takes when the bus push is lost); never less often than ``lease_s / 3``."""
+    stop_grace_s: float = Field(default=10.0, ge=0)
+    hard_stop_s: float = Field(default=2.0, ge=0)
+    storage_give_up_s: float = Field(default=30.0, gt=0)
+    api_keys: str = ""
+    """``key:user,key2:user2``; empty means local mode (one user, loopback only)."""
+    max_message_chars: int = Field(default=32_000, gt=0)
+    interrupted_marker: str = "[This answer was interrupted: {why}.]"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'tether.db'}"

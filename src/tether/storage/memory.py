@@ -1,0 +1,234 @@
+"""``MemoryStore``: the in-process Store, for tests and for embedding tether without a database."""
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+
+from tether.errors import Conflict, NotFound
+from tether.events import ACTIVE_STATUSES, TERMINAL_STATUSES, RunFinished, event_json
+from tether.ids import MessageId, RunId, SessionId, UserId
+from tether.records import (
+    CancelRequest,
+    HistoryTurn,
+    MessageRecord,
+    RunRecord,
+    SessionRecord,
+    ToolCallRecord,
+)
+from tether.storage.store import Finish, StoredEvent, WriteBatch
+
+
+class MemoryStore:
+    """Keeps everything in dicts; single event loop, so no locking is needed."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[SessionId, SessionRecord] = {}
+        self._runs: dict[RunId, RunRecord] = {}
+        self._messages: dict[MessageId, MessageRecord] = {}
+        self._tool_calls: dict[tuple[RunId, str], ToolCallRecord] = {}
+        self._events: dict[RunId, dict[int, StoredEvent]] = {}
+
+    async def create_session(self, session: SessionRecord) -> None:
+        self._sessions[session.session_id] = session
+
+    async def get_session(self, session_id: SessionId) -> SessionRecord | None:
+        session = self._sessions.get(session_id)
+        return session if session is not None and session.is_active else None
+
+    async def list_sessions(
+        self,
+        user_id: UserId,
+        agent: str | None,
+        *,
+        limit: int,
+        before: datetime | None = None,
+    ) -> list[SessionRecord]:
+        found = [
+            s
+            for s in self._sessions.values()
+            if s.is_active
+            and s.user_id == user_id
+            and (agent is None or s.agent == agent)
+            and (before is None or s.updated_at < before)
+        ]
+        found.sort(key=lambda s: (s.updated_at, s.session_id), reverse=True)
+        return found[:limit]
+
+    async def rename_session(self, session_id: SessionId, title: str) -> None:
+        session = self._require_session(session_id)
+        self._sessions[session_id] = dataclasses.replace(session, title=title)
+
+    async def delete_session(self, session_id: SessionId) -> None:
+        session = self._require_session(session_id)
+        self._sessions[session_id] = dataclasses.replace(session, is_active=False)
+
+    async def create_run(self, run: RunRecord, user_message: MessageRecord | None) -> None:
+        if run.parent_run_id is None and (active := await self.active_run(run.session_id)):
+            raise Conflict(
+                f"session {run.session_id} already has an active run {active.run_id}",
+                active_run_id=active.run_id,
+            )
+        self._runs[run.run_id] = run
+        if user_message is not None:
+            self._messages[user_message.message_id] = user_message
+        if session := self._sessions.get(run.session_id):
+            self._sessions[run.session_id] = dataclasses.replace(session, updated_at=run.started_at)
+
+    async def get_run(self, run_id: RunId) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    async def active_run(self, session_id: SessionId) -> RunRecord | None:
+        for run in self._runs.values():
+            if (
+                run.session_id == session_id
+                and run.parent_run_id is None
+                and run.status in ACTIVE_STATUSES
+            ):
+                return run
+        return None
+
+    async def child_runs(self, run_id: RunId) -> list[RunRecord]:
+        return [r for r in self._runs.values() if r.parent_run_id == run_id]
+
+    async def session_runs(self, session_id: SessionId) -> list[RunRecord]:
+        return sorted(
+            (r for r in self._runs.values() if r.session_id == session_id),
+            key=lambda r: (r.started_at, r.run_id),
+        )
+
+    async def claim_run(self, run_id: RunId, *, owner: str, lease_expires_at: datetime) -> bool:
+        run = self._require_run(run_id)
+        if run.status != "pending":
+            return False
+        self._runs[run_id] = dataclasses.replace(
+            run, status="running", owner=owner, lease_expires_at=lease_expires_at
+        )
+        return True
+
+    async def finish_run(self, run_id: RunId, finish: Finish) -> RunRecord:
+        run = self._require_run(run_id)
+        if run.status in TERMINAL_STATUSES:
+            return run
+        run = dataclasses.replace(
+            run,
+            status=finish.status,
+            reason=finish.reason,
+            error=finish.error,
+            usage=finish.usage,
+            finished_at=finish.finished_at,
+            lease_expires_at=None,
+        )
+        self._runs[run_id] = run
+        return run
+
+    async def request_cancel(self, run_id: RunId, request: CancelRequest) -> RunRecord:
+        run = self._require_run(run_id)
+        if run.status in TERMINAL_STATUSES or run.cancel is not None:
+            return run
+        run = dataclasses.replace(run, cancel=request)
+        self._runs[run_id] = run
+        return run
+
+    async def renew_leases(
+        self, owner: str, run_ids: Sequence[RunId], *, lease_expires_at: datetime
+    ) -> list[RunRecord]:
+        cancelled: list[RunRecord] = []
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is None or run.owner != owner or run.status in TERMINAL_STATUSES:
+                continue
+            run = self._runs[run_id] = dataclasses.replace(run, lease_expires_at=lease_expires_at)
+            if run.cancel is not None:
+                cancelled.append(run)
+        return cancelled
+
+    async def interrupt_expired(self, now: datetime) -> list[RunRecord]:
+        expired = [
+            r
+            for r in self._runs.values()
+            if r.status in ACTIVE_STATUSES
+            and r.lease_expires_at is not None
+            and r.lease_expires_at < now
+        ]
+        for run in expired:
+            finish = Finish(
+                status="interrupted",
+                reason="worker_lost",
+                usage=run.usage,
+                finished_at=now,
+            )
+            self._runs[run.run_id] = await self.finish_run(run.run_id, finish)
+            for m in list(self._messages.values()):
+                if m.run_id == run.run_id and m.status == "streaming":
+                    self._messages[m.message_id] = dataclasses.replace(
+                        m, status="interrupted", completed_at=now
+                    )
+            for c in list(self._tool_calls.values()):
+                if c.run_id == run.run_id and c.status == "running":
+                    self._tool_calls[c.run_id, c.call_id] = dataclasses.replace(
+                        c, status="cancelled", error="worker lost", finished_at=now
+                    )
+            events = self._events.setdefault(run.run_id, {})
+            seq = max(events, default=-1) + 1
+            terminal = RunFinished(
+                run_id=run.run_id, seq=seq, status="interrupted", reason="worker_lost"
+            )
+            events[seq] = StoredEvent(
+                run_id=run.run_id,
+                seq=seq,
+                kind=terminal.kind,
+                payload=event_json(terminal),
+            )
+        return [self._runs[r.run_id] for r in expired]
+
+    async def write(self, batch: WriteBatch) -> None:
+        for message in batch.messages:
+            self._messages[message.message_id] = message
+        for call in batch.tool_calls:
+            self._tool_calls[call.run_id, call.call_id] = call
+        for event in batch.events:
+            self._events.setdefault(event.run_id, {})[event.seq] = event
+        for run_id, usage in batch.usage.items():
+            if run := self._runs.get(run_id):
+                self._runs[run_id] = dataclasses.replace(run, usage=usage)
+
+    async def events_after(self, run_id: RunId, after_seq: int, *, limit: int) -> list[StoredEvent]:
+        events = self._events.get(run_id, {})
+        return [events[s] for s in sorted(events) if s > after_seq][:limit]
+
+    async def messages(self, session_id: SessionId) -> list[MessageRecord]:
+        found = [m for m in self._messages.values() if m.session_id == session_id]
+        found.sort(key=lambda m: (m.created_at, m.message_id))
+        return [self._with_tool_calls(m) for m in found]
+
+    async def history(self, session_id: SessionId) -> list[HistoryTurn]:
+        messages = await self.messages(session_id)
+        return [
+            HistoryTurn(run=run, messages=tuple(m for m in messages if m.run_id == run.run_id))
+            for run in await self.session_runs(session_id)
+            if run.parent_run_id is None and run.status in TERMINAL_STATUSES
+        ]
+
+    async def close(self) -> None:
+        return None
+
+    def _with_tool_calls(self, message: MessageRecord) -> MessageRecord:
+        calls = tuple(
+            sorted(
+                (c for c in self._tool_calls.values() if c.message_id == message.message_id),
+                key=lambda c: (c.started_at, c.call_id),
+            )
+        )
+        return dataclasses.replace(message, tool_calls=calls)
+
+    def _require_run(self, run_id: RunId) -> RunRecord:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}", run_id=run_id)
+        return run
+
+    def _require_session(self, session_id: SessionId) -> SessionRecord:
+        session = self._sessions.get(session_id)
+        if session is None or not session.is_active:
+            raise NotFound(f"no session {session_id}", session_id=session_id)
+        return session

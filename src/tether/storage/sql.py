@@ -1,0 +1,474 @@
+"""``SqlStore``: the ``Store`` over one SQLAlchemy ``AsyncEngine`` (SQLite or PostgreSQL).
+
+Guarantees, beyond the ``Store`` contract:
+
+- Every method is one unit of work: one session, one transaction. State changes are
+  compare-and-set ``UPDATE ... WHERE status IN (...)``, checked through ``RETURNING``.
+- Transient failures (connection lost, database locked, serialization failure, deadlock) are
+  retried with exponential backoff for up to ``retry_budget_s``, then raised as
+  ``StorageError``. A failure while committing is retried only where replaying the unit is
+  harmless; elsewhere it is raised at once, since the commit may or may not have happened.
+  (Engine creation, connection setup and the retry loop live in ``_engine.py``.)
+- Reads of several tables (``messages``, ``history``) take a constant number of queries.
+
+Deliberately not done: no ORM relationships and no identity map shared between calls; every
+record returned is a fresh, frozen copy of what the database held.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.selectable import TypedReturnsRows
+
+from tether.errors import Conflict, NotFound, UsageError
+from tether.events import ACTIVE_STATUSES, TERMINAL_STATUSES, RunFinished, event_json
+from tether.ids import RunId, SessionId, UserId
+from tether.records import (
+    CancelRequest,
+    HistoryTurn,
+    MessageRecord,
+    RunRecord,
+    SessionRecord,
+    ToolCallRecord,
+    utcnow,
+)
+from tether.storage._engine import DEFAULT_RETRY_BUDGET_S, WRITE_OPTION, open_engine, run_unit
+from tether.storage.store import Finish, StoredEvent, WriteBatch
+from tether.storage.tables import Base, MessageRow, RunEventRow, RunRow, SessionRow, ToolCallRow
+
+__all__ = ["DEFAULT_RETRY_BUDGET_S", "WRITE_OPTION", "SqlStore", "open_engine"]
+
+_CREATE_RUN_ATTEMPTS: Final = 3
+_T = TypeVar("_T")
+_Row = TypeVar("_Row", bound=Base)
+
+_ACTIVE: Final = RunRow.status.in_(ACTIVE_STATUSES)
+_IN_HISTORY: Final = (RunRow.parent_run_id.is_(None), RunRow.status.in_(TERMINAL_STATUSES))
+
+
+class SqlStore:
+    """The ``Store`` over one ``AsyncEngine``, which it owns and disposes of on ``close()``."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, retry_budget_s: float = DEFAULT_RETRY_BUDGET_S
+    ) -> None:
+        backend = engine.dialect.name
+        if backend not in ("sqlite", "postgresql"):
+            raise UsageError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
+        self._engine = engine
+        self._is_postgres = backend == "postgresql"
+        self._retry_budget_s = retry_budget_s
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = async_sessionmaker(
+            engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
+        )
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        schema: str | None = None,
+        retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
+    ) -> "SqlStore":
+        """A store on a new engine for ``url`` (see ``open_engine``); nothing connects yet.
+
+        Raises:
+            UsageError: an unsupported database or schema.
+        """
+        return cls(open_engine(url, schema=schema), retry_budget_s=retry_budget_s)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # Sessions
+
+    async def create_session(self, session: SessionRecord) -> None:
+        values = SessionRow.values(session)
+        stmt = self._insert(SessionRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[SessionRow.session_id],
+            set_={k: v for k, v in stmt.excluded.items() if k != "id"},
+        )
+
+        async def work(db: AsyncSession) -> None:
+            await db.execute(stmt)
+
+        await self._unit(work, is_write=True)
+
+    async def get_session(self, session_id: SessionId) -> SessionRecord | None:
+        row = await self._get(SessionRow, session_id)
+        return row.to_record() if row is not None and row.is_active else None
+
+    async def list_sessions(
+        self, user_id: UserId, agent: str | None, *, limit: int, before: datetime | None = None
+    ) -> list[SessionRecord]:
+        stmt = select(SessionRow).where(SessionRow.user_id == user_id, SessionRow.is_active)
+        if agent is not None:
+            stmt = stmt.where(SessionRow.agent == agent)
+        if before is not None:
+            stmt = stmt.where(SessionRow.updated_at < before)
+        stmt = stmt.order_by(SessionRow.updated_at.desc(), SessionRow.session_id.desc())
+        return [r.to_record() for r in await self._scalars(stmt.limit(limit))]
+
+    async def rename_session(self, session_id: SessionId, title: str) -> None:
+        await self._update_session(session_id, title=title)
+
+    async def delete_session(self, session_id: SessionId) -> None:
+        await self._update_session(session_id, is_active=False)
+
+    async def _update_session(self, session_id: SessionId, **values: Any) -> None:
+        stmt = (
+            update(SessionRow)
+            .where(SessionRow.session_id == session_id, SessionRow.is_active)
+            .values(**values)
+            .returning(SessionRow.session_id)
+        )
+        if not await self._scalars(stmt, is_write=True):
+            raise NotFound(f"no session {session_id}", session_id=session_id)
+
+    # Runs
+
+    async def create_run(self, run: RunRecord, user_message: MessageRecord | None) -> None:
+        async def work(db: AsyncSession) -> None:
+            await db.execute(insert(RunRow).values(RunRow.values(run)))
+            if user_message is not None:
+                await db.execute(insert(MessageRow).values(MessageRow.values(user_message)))
+            await db.execute(
+                update(SessionRow)
+                .where(SessionRow.session_id == run.session_id)
+                .values(updated_at=run.started_at)
+            )
+
+        for attempt in range(_CREATE_RUN_ATTEMPTS):
+            try:
+                # Deliberate: not replayed after a failed commit, which may have succeeded; the
+                # replay would then report the run as conflicting with itself.
+                await self._unit(work, is_write=True, is_idempotent=False)
+            except IntegrityError as exc:
+                cause = await self._create_run_conflict(run)
+                if cause is not None:
+                    raise cause from exc
+                # Nothing explains it any more: the active run finished meanwhile. Try again.
+                if attempt == _CREATE_RUN_ATTEMPTS - 1:
+                    raise Conflict(
+                        f"cannot create run {run.run_id}: {exc.orig}", run_id=run.run_id
+                    ) from exc
+            else:
+                return
+
+    async def _create_run_conflict(self, run: RunRecord) -> Conflict | NotFound | None:
+        if run.parent_run_id is None and (active := await self.active_run(run.session_id)):
+            return Conflict(
+                f"session {run.session_id} already has an active run {active.run_id}",
+                active_run_id=active.run_id,
+            )
+
+        async def work(db: AsyncSession) -> Conflict | NotFound | None:
+            if await db.get(SessionRow, run.session_id) is None:
+                return NotFound(f"no session {run.session_id}", session_id=run.session_id)
+            if run.parent_run_id is not None and await db.get(RunRow, run.parent_run_id) is None:
+                return NotFound(f"no run {run.parent_run_id}", run_id=run.parent_run_id)
+            if await db.get(RunRow, run.run_id) is not None:
+                return Conflict(f"run {run.run_id} already exists", run_id=run.run_id)
+            return None
+
+        return await self._unit(work)
+
+    async def get_run(self, run_id: RunId) -> RunRecord | None:
+        row = await self._get(RunRow, run_id)
+        return row.to_record() if row is not None else None
+
+    async def active_run(self, session_id: SessionId) -> RunRecord | None:
+        stmt = select(RunRow).where(
+            RunRow.session_id == session_id, RunRow.parent_run_id.is_(None), _ACTIVE
+        )
+        found = await self._select_runs(stmt.limit(1))
+        return found[0] if found else None
+
+    async def child_runs(self, run_id: RunId) -> list[RunRecord]:
+        return await self._select_runs(select(RunRow).where(RunRow.parent_run_id == run_id))
+
+    async def session_runs(self, session_id: SessionId) -> list[RunRecord]:
+        return await self._select_runs(select(RunRow).where(RunRow.session_id == session_id))
+
+    async def _select_runs(self, stmt: Select[RunRow]) -> list[RunRecord]:
+        ordered = stmt.order_by(RunRow.started_at, RunRow.run_id)
+        return [r.to_record() for r in await self._scalars(ordered)]
+
+    async def claim_run(self, run_id: RunId, *, owner: str, lease_expires_at: datetime) -> bool:
+        stmt = (
+            update(RunRow)
+            .where(RunRow.run_id == run_id, RunRow.status == "pending")
+            .values(status="running", owner=owner, lease_expires_at=lease_expires_at)
+            .returning(RunRow.run_id)
+        )
+
+        async def work(db: AsyncSession) -> bool:
+            if (await db.execute(stmt)).scalar_one_or_none() is not None:
+                return True
+            if await db.get(RunRow, run_id) is None:
+                raise NotFound(f"no run {run_id}", run_id=run_id)
+            return False
+
+        # Deliberate: a replay after a commit that did succeed would answer False.
+        return await self._unit(work, is_write=True, is_idempotent=False)
+
+    async def finish_run(self, run_id: RunId, finish: Finish) -> RunRecord:
+        return await self._update_active_run(
+            run_id,
+            (),
+            status=finish.status,
+            reason=finish.reason,
+            error=finish.error,
+            finished_at=finish.finished_at,
+            lease_expires_at=None,
+            **RunRow.usage_values(finish.usage),
+        )
+
+    async def request_cancel(self, run_id: RunId, request: CancelRequest) -> RunRecord:
+        return await self._update_active_run(
+            run_id, (RunRow.cancel_requested_at.is_(None),), **RunRow.cancel_values(request)
+        )
+
+    async def _update_active_run(
+        self, run_id: RunId, where: Sequence[ColumnElement[bool]], **values: Any
+    ) -> RunRecord:
+        """Compare-and-set on an active run; return the run as it now is, whoever won."""
+        stmt = (
+            update(RunRow)
+            .where(RunRow.run_id == run_id, _ACTIVE, *where)
+            .values(**values)
+            .returning(RunRow)
+        )
+
+        async def work(db: AsyncSession) -> RunRecord:
+            row = (await db.scalars(stmt)).one_or_none() or await db.get(RunRow, run_id)
+            if row is None:
+                raise NotFound(f"no run {run_id}", run_id=run_id)
+            return row.to_record()
+
+        return await self._unit(work, is_write=True)
+
+    async def renew_leases(
+        self, owner: str, run_ids: Sequence[RunId], *, lease_expires_at: datetime
+    ) -> list[RunRecord]:
+        if not run_ids:
+            return []
+        stmt = (
+            update(RunRow)
+            .where(RunRow.run_id.in_(run_ids), RunRow.owner == owner, _ACTIVE)
+            .values(lease_expires_at=lease_expires_at)
+            .returning(RunRow)
+        )
+        renewed = [r.to_record() for r in await self._scalars(stmt, is_write=True)]
+        order = {run_id: i for i, run_id in enumerate(run_ids)}
+        return sorted((r for r in renewed if r.cancel is not None), key=lambda r: order[r.run_id])
+
+    async def interrupt_expired(self, now: datetime) -> list[RunRecord]:
+        async def work(db: AsyncSession) -> list[RunRecord]:
+            # The CAS: a concurrent recoverer (or the owner finishing late) changes each run at
+            # most once, because the second UPDATE no longer matches once the first commits.
+            expired = await db.scalars(
+                update(RunRow)
+                .where(_ACTIVE, RunRow.lease_expires_at < now)
+                .values(
+                    status="interrupted",
+                    reason="worker_lost",
+                    error=None,
+                    finished_at=now,
+                    lease_expires_at=None,
+                )
+                .returning(RunRow)
+            )
+            runs = sorted((r.to_record() for r in expired), key=lambda r: (r.started_at, r.run_id))
+            if runs:
+                await self._close_lost_runs(db, [r.run_id for r in runs], now=now)
+            return runs
+
+        # Deliberate: a replay after a commit that did succeed would find nothing and return [],
+        # losing the caller's list of runs to announce.
+        return await self._unit(work, is_write=True, is_idempotent=False)
+
+    async def _close_lost_runs(
+        self, db: AsyncSession, run_ids: list[RunId], *, now: datetime
+    ) -> None:
+        await db.execute(
+            update(MessageRow)
+            .where(MessageRow.run_id.in_(run_ids), MessageRow.status == "streaming")
+            .values(status="interrupted", completed_at=now)
+        )
+        await db.execute(
+            update(ToolCallRow)
+            .where(ToolCallRow.run_id.in_(run_ids), ToolCallRow.status == "running")
+            .values(status="cancelled", error="worker lost", finished_at=now)
+        )
+        max_seqs = await db.execute(
+            select(RunEventRow.run_id, func.max(RunEventRow.seq))
+            .where(RunEventRow.run_id.in_(run_ids))
+            .group_by(RunEventRow.run_id)
+        )
+        last = dict(max_seqs.all())
+        terminal_events: list[dict[str, Any]] = []
+        for run_id in run_ids:
+            seq = last.get(run_id, -1) + 1
+            terminal = RunFinished(
+                run_id=run_id, seq=seq, status="interrupted", reason="worker_lost"
+            )
+            stored = StoredEvent(
+                run_id=run_id, seq=seq, kind=terminal.kind, payload=event_json(terminal)
+            )
+            terminal_events.append(RunEventRow.values(stored, at=now))
+        # Deliberate: if the lost worker is still alive and appended at this seq in between, its
+        # event stays and this one is dropped rather than failing the whole recovery.
+        await db.execute(self._insert(RunEventRow).on_conflict_do_nothing(), terminal_events)
+
+    # What the run streamed
+
+    async def write(self, batch: WriteBatch) -> None:
+        if batch.is_empty():
+            return
+        at = utcnow()
+
+        async def work(db: AsyncSession) -> None:
+            if batch.messages:
+                stmt = self._insert(MessageRow)
+                excluded = stmt.excluded
+                await db.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[MessageRow.message_id],
+                        set_={k: excluded[k] for k in ("content", "status", "completed_at")},
+                    ),
+                    [MessageRow.values(m) for m in batch.messages],
+                )
+            if batch.tool_calls:
+                stmt = self._insert(ToolCallRow)
+                excluded = stmt.excluded
+                await db.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[ToolCallRow.run_id, ToolCallRow.call_id],
+                        set_={
+                            k: excluded[k]
+                            for k in ("args", "status", "result", "error", "finished_at")
+                        },
+                    ),
+                    [ToolCallRow.values(c) for c in batch.tool_calls],
+                )
+            if batch.events:
+                await db.execute(
+                    self._insert(RunEventRow).on_conflict_do_nothing(),
+                    [RunEventRow.values(e, at=at) for e in batch.events],
+                )
+            # One statement per run: a batch carries one run's usage, or a few with children.
+            for run_id, usage in batch.usage.items():
+                await db.execute(
+                    update(RunRow)
+                    .where(RunRow.run_id == run_id)
+                    .values(**RunRow.usage_values(usage))
+                )
+
+        await self._unit(work, is_write=True)
+
+    async def events_after(self, run_id: RunId, after_seq: int, *, limit: int) -> list[StoredEvent]:
+        stmt = (
+            select(RunEventRow)
+            .where(RunEventRow.run_id == run_id, RunEventRow.seq > after_seq)
+            .order_by(RunEventRow.seq)
+            .limit(limit)
+        )
+        return [r.to_stored() for r in await self._scalars(stmt)]
+
+    async def messages(self, session_id: SessionId) -> list[MessageRecord]:
+        async def work(db: AsyncSession) -> list[MessageRecord]:
+            return await _load_messages(db, session_id)
+
+        return await self._unit(work)
+
+    async def history(self, session_id: SessionId) -> list[HistoryTurn]:
+        runs_stmt = (
+            select(RunRow)
+            .where(RunRow.session_id == session_id, *_IN_HISTORY)
+            .order_by(RunRow.started_at, RunRow.run_id)
+        )
+
+        async def work(db: AsyncSession) -> list[HistoryTurn]:
+            runs = [r.to_record() for r in await db.scalars(runs_stmt)]
+            by_run: dict[RunId, list[MessageRecord]] = {r.run_id: [] for r in runs}
+            for message in await _load_messages(db, session_id, run_filter=_IN_HISTORY):
+                if (bucket := by_run.get(message.run_id)) is not None:
+                    bucket.append(message)
+            return [HistoryTurn(run=r, messages=tuple(by_run[r.run_id])) for r in runs]
+
+        return await self._unit(work)
+
+    # Plumbing
+
+    def _insert(self, entity: type[Base]) -> PgInsert | SqliteInsert:
+        return pg_insert(entity) if self._is_postgres else sqlite_insert(entity)
+
+    async def _get(self, entity: type[_Row], key: str) -> _Row | None:
+        async def work(db: AsyncSession) -> _Row | None:
+            return await db.get(entity, key)
+
+        return await self._unit(work)
+
+    async def _scalars(self, stmt: TypedReturnsRows[_T], *, is_write: bool = False) -> list[_T]:
+        async def work(db: AsyncSession) -> list[_T]:
+            return list(await db.scalars(stmt))
+
+        return await self._unit(work, is_write=is_write)
+
+    async def _unit(
+        self,
+        work: Callable[[AsyncSession], Awaitable[_T]],
+        *,
+        is_write: bool = False,
+        is_idempotent: bool = True,
+    ) -> _T:
+        """Run ``work`` in one session and transaction, retrying transient failures.
+
+        Raises:
+            StorageError: a transient failure outlasted the retry budget, or struck the commit
+                of a unit that must not be replayed, or the database failed for good.
+        """
+        return await run_unit(
+            self._write if is_write else self._read,
+            work,
+            retry_budget_s=self._retry_budget_s,
+            is_idempotent=is_idempotent,
+        )
+
+
+async def _load_messages(
+    db: AsyncSession, session_id: SessionId, *, run_filter: Sequence[ColumnElement[bool]] = ()
+) -> list[MessageRecord]:
+    """The session's messages in order with their tool calls: two queries, whatever the count.
+
+    ``run_filter`` restricts them to the messages of runs matching it.
+    """
+    messages = select(MessageRow).where(MessageRow.session_id == session_id)
+    calls = (
+        select(ToolCallRow)
+        .join(MessageRow, ToolCallRow.message_id == MessageRow.message_id)
+        .where(MessageRow.session_id == session_id)
+    )
+    if run_filter:
+        messages = messages.join(RunRow, RunRow.run_id == MessageRow.run_id).where(*run_filter)
+        calls = calls.join(RunRow, RunRow.run_id == MessageRow.run_id).where(*run_filter)
+    by_message: dict[str, list[ToolCallRecord]] = {}
+    for call in await db.scalars(calls.order_by(ToolCallRow.started_at, ToolCallRow.call_id)):
+        by_message.setdefault(call.message_id, []).append(call.to_record())
+    ordered = messages.order_by(MessageRow.created_at, MessageRow.message_id)
+    return [m.to_record(tuple(by_message.get(m.message_id, ()))) for m in await db.scalars(ordered)]

@@ -1,0 +1,148 @@
+"""The ``Store`` protocol: exactly what the engine and the HTTP layer need from storage.
+
+Contract (checked by ``tests/contract/test_store.py`` against every implementation):
+
+- ``create_run`` writes the run and its user message in one transaction, and refuses a second
+  active top-level run in the same session (``Conflict``), even when two workers race.
+- ``finish_run`` is compare-and-set: only a non-terminal run changes, so a stop racing completion
+  leaves exactly one terminal status; the caller learns which one won.
+- ``write`` applies one recorder batch (message and tool-call upserts, appended events)
+  atomically; replaying the same batch is harmless (idempotent on ids and ``(run_id, seq)``).
+- Timestamps come back UTC-aware.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from tether.events import StopReason, TerminalStatus, Usage
+from tether.ids import RunId, SessionId, UserId
+from tether.records import (
+    CancelRequest,
+    HistoryTurn,
+    MessageRecord,
+    RunRecord,
+    SessionRecord,
+    ToolCallRecord,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event as persisted: its JSON is exactly what was sent to clients."""
+
+    run_id: RunId
+    seq: int
+    kind: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteBatch:
+    """What the recorder flushes in one transaction."""
+
+    messages: Sequence[MessageRecord] = ()
+    tool_calls: Sequence[ToolCallRecord] = ()
+    events: Sequence[StoredEvent] = ()
+    usage: dict[RunId, Usage] = field(default_factory=dict[RunId, Usage])
+
+    def is_empty(self) -> bool:
+        return not (self.messages or self.tool_calls or self.events or self.usage)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish:
+    """The terminal state to record for a run."""
+
+    status: TerminalStatus
+    reason: StopReason | None = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    finished_at: datetime
+
+
+class Store(Protocol):
+    # Sessions
+    async def create_session(self, session: SessionRecord) -> None: ...
+    async def get_session(self, session_id: SessionId) -> SessionRecord | None: ...
+    async def list_sessions(
+        self,
+        user_id: UserId,
+        agent: str | None,
+        *,
+        limit: int,
+        before: datetime | None = None,
+    ) -> list[SessionRecord]:
+        """A user's active sessions, newest activity first; ``before`` pages by ``updated_at``."""
+        ...
+
+    async def rename_session(self, session_id: SessionId, title: str) -> None: ...
+    async def delete_session(self, session_id: SessionId) -> None:
+        """Hide the session from listings and reads; its rows stay for audit."""
+        ...
+
+    # Runs
+    async def create_run(self, run: RunRecord, user_message: MessageRecord | None) -> None:
+        """Insert the run (and its user message) atomically.
+
+        Raises:
+            Conflict: a top-level run is already active in the session
+                (``details["active_run_id"]`` names it).
+        """
+        ...
+
+    async def get_run(self, run_id: RunId) -> RunRecord | None: ...
+    async def active_run(self, session_id: SessionId) -> RunRecord | None: ...
+    async def child_runs(self, run_id: RunId) -> list[RunRecord]: ...
+    async def session_runs(self, session_id: SessionId) -> list[RunRecord]: ...
+    async def claim_run(self, run_id: RunId, *, owner: str, lease_expires_at: datetime) -> bool:
+        """Move a pending run to running under ``owner``; False if it is no longer pending."""
+        ...
+
+    async def finish_run(self, run_id: RunId, finish: Finish) -> RunRecord:
+        """Compare-and-set the terminal state; return the run as it now is (whoever won).
+
+        Raises:
+            NotFound: no such run.
+        """
+        ...
+
+    async def request_cancel(self, run_id: RunId, request: CancelRequest) -> RunRecord:
+        """Record a stop intent on an active run (first intent wins); return the run.
+
+        Raises:
+            NotFound: no such run.
+        """
+        ...
+
+    async def renew_leases(
+        self, owner: str, run_ids: Sequence[RunId], *, lease_expires_at: datetime
+    ) -> list[RunRecord]:
+        """Extend the leases of ``owner``'s running runs; return those with a cancel requested."""
+        ...
+
+    async def interrupt_expired(self, now: datetime) -> list[RunRecord]:
+        """Mark runs whose lease expired ``interrupted``/``worker_lost``, as one recovery.
+
+        Keeps their flushed partial text (streaming messages become ``interrupted``), closes their
+        open tool calls ``cancelled``, and appends a terminal ``run_finished`` event after their
+        last one so stream replays end.
+        """
+        ...
+
+    # What the run streamed
+    async def write(self, batch: WriteBatch) -> None: ...
+    async def events_after(
+        self, run_id: RunId, after_seq: int, *, limit: int
+    ) -> list[StoredEvent]: ...
+
+    async def messages(self, session_id: SessionId) -> list[MessageRecord]:
+        """The session's messages in order, with their tool calls."""
+        ...
+
+    async def history(self, session_id: SessionId) -> list[HistoryTurn]:
+        """Finished top-level runs of the session, oldest first, with their messages."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,665 @@
+/**
+ * Everything the chat page does, without the page: auth, agents, sessions, sending, streaming,
+ * stopping and resuming. Components only render this state and call these actions.
+ *
+ * Guarantees:
+ * - Stop always goes to the server (the run's cancel route, or the session's with the
+ *   client_request_id while the run id is unknown); the turn shows "stopping…" until the
+ *   server's `run_finished` arrives. Aborting a fetch is never how a run is stopped.
+ * - A stream that ends without `run_finished`, or any failed request, raises a banner with a
+ *   Retry; nothing waits silently. Retrying a stream replays from the last applied seq.
+ * - A streaming run's id and last seq are kept in sessionStorage; after a reload the session is
+ *   loaded, the active run's stored output dropped, and its events replayed from the start.
+ * - Work started for one session never lands in another: each switch bumps an epoch and aborts
+ *   the streams of the previous one.
+ */
+
+import { computed, getCurrentScope, onScopeDispose, ref, shallowRef } from 'vue'
+import { ApiError, AuthError, TetherClient, type FetchLike } from '../api/client'
+import { StreamIdleError } from '../api/sse'
+import type { AgentInfo, RunEvent, SessionSummary } from '../api/types'
+import {
+  applyEvent,
+  childIds,
+  emptyTranscript,
+  isFinished,
+  newRunView,
+  renameRun,
+  settleFromReport,
+  transcriptFromSession,
+  type RunView,
+  type Transcript,
+} from './transcript'
+
+export interface KeyValueStorage {
+  getItem(key: string): string | null
+  setItem(key: string, value: string): void
+  removeItem(key: string): void
+}
+
+export interface UseTetherChatOptions {
+  baseUrl?: string
+  fetch?: FetchLike
+  /** Keeps the API key and the last agent (default: window.localStorage). */
+  localStorage?: KeyValueStorage
+  /** Keeps the open session and the streaming run, per tab (default: window.sessionStorage). */
+  sessionStorage?: KeyValueStorage
+  pageSize?: number
+  newId?: () => string
+  requestTimeoutMs?: number
+  streamIdleTimeoutMs?: number
+}
+
+export interface Banner {
+  message: string
+  /** What Retry does; null when retrying cannot help (e.g. a rejected request). */
+  retry: (() => Promise<void>) | null
+}
+
+/** What sessionStorage keeps about the run streaming in this tab. */
+export interface ActiveRunMemo {
+  session_id: string | null
+  run_id: string | null
+  client_request_id: string | null
+  last_seq: number
+}
+
+export const STORAGE_KEYS = {
+  apiKey: 'tether.apiKey',
+  agent: 'tether.agent',
+  view: 'tether.view',
+  run: 'tether.run',
+} as const
+
+const PENDING = 'pending:'
+
+export function useTetherChat(options: UseTetherChatOptions = {}) {
+  const local = options.localStorage ?? browserStorage('localStorage')
+  const perTab = options.sessionStorage ?? browserStorage('sessionStorage')
+  const pageSize = options.pageSize ?? 30
+  const newId = options.newId ?? randomId
+
+  const apiKey = ref<string | null>(local.getItem(STORAGE_KEYS.apiKey))
+  const client = new TetherClient({
+    baseUrl: options.baseUrl ?? '',
+    apiKey: () => apiKey.value,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+    ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+    ...(options.streamIdleTimeoutMs ? { streamIdleTimeoutMs: options.streamIdleTimeoutMs } : {}),
+  })
+
+  const ready = ref(false)
+  const authRequired = ref<boolean | null>(null)
+  const authError = ref<string | null>(null)
+  const agents = ref<AgentInfo[]>([])
+  const agent = ref<string | null>(null)
+  const sessions = ref<SessionSummary[]>([])
+  const nextBefore = ref<string | null>(null)
+  const sessionsLoading = ref(false)
+  const sessionId = ref<string | null>(null)
+  const sessionLoading = ref(false)
+  const loadedTitle = ref<string | null>(null)
+  const transcript = ref<Transcript>(emptyTranscript())
+  /** The top-level run the composer is bound to ("pending:…" until the server names it). */
+  const currentRunId = ref<string | null>(null)
+  const banner = shallowRef<Banner | null>(null)
+
+  const needsKey = computed(() => authError.value !== null || (authRequired.value === true && !apiKey.value))
+  const currentRun = computed<RunView | null>(() =>
+    currentRunId.value ? (transcript.value.runs[currentRunId.value] ?? null) : null,
+  )
+  const isStreaming = computed(() => currentRun.value !== null && !isFinished(currentRun.value))
+  const isStopping = computed(() => isStreaming.value && currentRun.value!.stopping)
+  const sessionTitle = computed(
+    () => sessions.value.find((s) => s.session_id === sessionId.value)?.title ?? loadedTitle.value,
+  )
+
+  let epoch = 0
+  const streams = new Set<AbortController>()
+  const following = new Set<string>()
+  /** Streams that broke before their run finished, by run view id; Retry resumes them. */
+  const broken = new Map<string, { top: boolean }>()
+  let clientRequestId: string | null = null
+  let pendingMessage: string | null = null
+  let stopWanted = false
+  let stopSent = false
+
+  // ---- start-up, auth, agents -------------------------------------------------------------
+
+  async function init(): Promise<void> {
+    banner.value = null
+    try {
+      authRequired.value = (await client.config()).auth_required
+    } catch (err) {
+      fail(err, init)
+      return
+    }
+    if (needsKey.value) return
+    await loadAgents()
+  }
+
+  async function loadAgents(): Promise<void> {
+    try {
+      agents.value = await client.agents()
+    } catch (err) {
+      fail(err, loadAgents)
+      return
+    }
+    ready.value = true
+    const view = readJson<{ agent: string | null; session_id: string | null }>(perTab, STORAGE_KEYS.view)
+    const names = agents.value.map((a) => a.name)
+    const preferred = [view?.agent, agent.value, local.getItem(STORAGE_KEYS.agent)].find(
+      (name): name is string => !!name && names.includes(name),
+    )
+    const chosen = preferred ?? names[0] ?? null
+    if (!chosen) return
+    const restore = view?.agent === chosen ? view.session_id : null
+    await selectAgent(chosen, { sessionId: restore })
+  }
+
+  function setApiKey(key: string): Promise<void> {
+    const trimmed = key.trim()
+    if (!trimmed) return Promise.resolve()
+    apiKey.value = trimmed
+    local.setItem(STORAGE_KEYS.apiKey, trimmed)
+    authError.value = null
+    return init()
+  }
+
+  function forgetApiKey(): void {
+    apiKey.value = null
+    local.removeItem(STORAGE_KEYS.apiKey)
+    leaveSession()
+    ready.value = false
+  }
+
+  async function selectAgent(name: string, opts: { sessionId?: string | null } = {}): Promise<void> {
+    if (name !== agent.value) {
+      agent.value = name
+      local.setItem(STORAGE_KEYS.agent, name)
+      sessions.value = []
+      nextBefore.value = null
+    }
+    if (opts.sessionId) {
+      void loadSessions()
+      await openSession(opts.sessionId)
+    } else {
+      newChat()
+      await loadSessions()
+    }
+  }
+
+  // ---- sessions ---------------------------------------------------------------------------
+
+  async function loadSessions(more = false): Promise<void> {
+    const name = agent.value
+    if (!name) return
+    sessionsLoading.value = true
+    try {
+      const page = await client.sessions(name, { limit: pageSize, before: more ? nextBefore.value : null })
+      if (name !== agent.value) return
+      if (more) {
+        const seen = new Set(sessions.value.map((s) => s.session_id))
+        sessions.value = [...sessions.value, ...page.sessions.filter((s) => !seen.has(s.session_id))]
+        nextBefore.value = page.next_before
+      } else if (sessions.value.length > pageSize) {
+        // More pages were loaded: refresh the first and keep the rest, with their cursor.
+        const fresh = new Set(page.sessions.map((s) => s.session_id))
+        sessions.value = [...page.sessions, ...sessions.value.filter((s) => !fresh.has(s.session_id))]
+      } else {
+        sessions.value = page.sessions
+        nextBefore.value = page.next_before
+      }
+    } catch (err) {
+      fail(err, () => loadSessions(more))
+    } finally {
+      sessionsLoading.value = false
+    }
+  }
+
+  async function openSession(id: string): Promise<void> {
+    leaveSession()
+    const mine = epoch
+    sessionId.value = id
+    saveView()
+    sessionLoading.value = true
+    try {
+      const detail = await client.session(id)
+      if (mine !== epoch) return
+      transcript.value = transcriptFromSession(detail)
+      loadedTitle.value = detail.title
+      const active = detail.active_run_id
+      if (active) {
+        currentRunId.value = active
+        rememberRun({ session_id: id, run_id: active, client_request_id: null, last_seq: -1 })
+        follow(active, -1, true)
+      } else {
+        perTab.removeItem(STORAGE_KEYS.run)
+      }
+    } catch (err) {
+      if (mine !== epoch) return
+      if (err instanceof ApiError && err.status === 404) {
+        newChat()
+        sessions.value = sessions.value.filter((s) => s.session_id !== id)
+        banner.value = { message: 'That session no longer exists.', retry: null }
+        return
+      }
+      fail(err, () => openSession(id))
+    } finally {
+      if (mine === epoch) sessionLoading.value = false
+    }
+  }
+
+  function newChat(): void {
+    leaveSession()
+    saveView()
+  }
+
+  async function renameSession(id: string, title: string): Promise<boolean> {
+    const trimmed = title.trim()
+    if (!trimmed) return false
+    try {
+      await client.renameSession(id, trimmed)
+    } catch (err) {
+      fail(err, null)
+      return false
+    }
+    sessions.value = sessions.value.map((s) => (s.session_id === id ? { ...s, title: trimmed } : s))
+    if (id === sessionId.value) loadedTitle.value = trimmed
+    return true
+  }
+
+  async function deleteSession(id: string): Promise<boolean> {
+    try {
+      await client.deleteSession(id)
+    } catch (err) {
+      fail(err, null)
+      return false
+    }
+    sessions.value = sessions.value.filter((s) => s.session_id !== id)
+    if (id === sessionId.value) newChat()
+    return true
+  }
+
+  // ---- sending and streaming --------------------------------------------------------------
+
+  function send(text: string): boolean {
+    const message = text.trim()
+    const name = agent.value
+    if (!message || !name || isStreaming.value || needsKey.value || sessionLoading.value) return false
+    banner.value = null
+    const crid = newId()
+    const viewId = PENDING + crid
+    const t = transcript.value
+    t.items.push({ kind: 'user', key: `user:${crid}`, content: message, run_id: viewId })
+    t.runs[viewId] = newRunView(viewId, { agent: name })
+    t.items.push({ kind: 'run', key: `run:${crid}`, run_id: viewId })
+    currentRunId.value = viewId
+    clientRequestId = crid
+    pendingMessage = message
+    stopWanted = false
+    stopSent = false
+    rememberRun({ session_id: sessionId.value, run_id: null, client_request_id: crid, last_seq: -1 })
+    startRun(viewId, message, crid)
+    return true
+  }
+
+  function startRun(viewId: string, message: string, crid: string): void {
+    const name = agent.value!
+    // Deliberate: a reload or a dropped connection must not stop the answer (the page resumes
+    // the stream); only the Stop button, Esc, or a deadline stops a run.
+    const body = {
+      message,
+      client_request_id: crid,
+      on_disconnect: 'continue' as const,
+      ...(sessionId.value ? { session_id: sessionId.value } : {}),
+    }
+    void consume(viewId, true, (signal) => client.startRun(name, body, signal))
+  }
+
+  /** Follow a run's stream from after `afterSeq`: a resumed top-level run, or a sub-run. */
+  function follow(runId: string, afterSeq: number, top: boolean): void {
+    if (following.has(runId)) return
+    transcript.value.runs[runId] ??= newRunView(runId)
+    void consume(runId, top, (signal) => client.runEvents(runId, afterSeq, signal))
+  }
+
+  async function consume(
+    startId: string,
+    top: boolean,
+    open: (signal: AbortSignal) => AsyncIterable<RunEvent>,
+  ): Promise<void> {
+    const mine = epoch
+    const controller = new AbortController()
+    streams.add(controller)
+    let viewId = startId
+    following.add(viewId)
+    broken.delete(viewId)
+    try {
+      for await (const event of open(controller.signal)) {
+        if (mine !== epoch) return
+        if (viewId.startsWith(PENDING) && event.run_id !== viewId) {
+          viewId = adoptRunId(viewId, event.run_id)
+        }
+        if (event.kind === 'run_started' && top && event.run_id === viewId) onTopRunStarted(event.session_id)
+        if (!applyEvent(transcript.value, event)) continue
+        if (top && event.run_id === viewId) rememberSeq(event.seq)
+        if (event.kind === 'child_run_started') follow(event.child_run_id, -1, false)
+        if (event.kind === 'run_finished' && event.run_id === viewId) break
+      }
+      if (mine !== epoch) return
+      const view = transcript.value.runs[viewId]
+      if (view && isFinished(view)) onRunFinished(view, top)
+      else streamBroke(viewId, top, null)
+    } catch (err) {
+      if (mine !== epoch || controller.signal.aborted) return
+      streamBroke(viewId, top, err)
+    } finally {
+      streams.delete(controller)
+      following.delete(viewId)
+    }
+  }
+
+  /** The server named the pending run: re-key its view, and remember the id for reloads. */
+  function adoptRunId(pendingId: string, runId: string): string {
+    renameRun(transcript.value, pendingId, runId)
+    if (currentRunId.value === pendingId) currentRunId.value = runId
+    following.delete(pendingId)
+    following.add(runId)
+    return runId
+  }
+
+  function onTopRunStarted(startedSession: string): void {
+    if (!sessionId.value) {
+      sessionId.value = startedSession
+      saveView()
+      const now = new Date().toISOString()
+      if (!sessions.value.some((s) => s.session_id === startedSession)) {
+        const summary = { session_id: startedSession, agent: agent.value ?? '', title: null, created_at: now, updated_at: now }
+        sessions.value = [summary, ...sessions.value]
+      }
+    }
+    rememberRun({
+      session_id: startedSession,
+      run_id: currentRunId.value,
+      client_request_id: clientRequestId,
+      last_seq: -1,
+    })
+    pendingMessage = null
+    // Stop was pressed before the run had an id, and the session route could not take it.
+    if (stopWanted && !stopSent) void sendStop()
+  }
+
+  function onRunFinished(view: RunView, top: boolean): void {
+    broken.delete(view.run_id)
+    clearStreamBanner()
+    if (!top) return
+    if (view.run_id === currentRunId.value) {
+      perTab.removeItem(STORAGE_KEYS.run)
+      stopWanted = false
+      stopSent = false
+    }
+    // A sub-run whose stream failed is settled from what the parent reported about it.
+    for (const id of allChildIds(view)) {
+      const child = transcript.value.runs[id]
+      if (child && settleFromReport(child)) broken.delete(id)
+    }
+    clearStreamBanner()
+    void loadSessions()
+  }
+
+  function clearStreamBanner(): void {
+    if (broken.size === 0 && banner.value?.retry === retryStreams) banner.value = null
+  }
+
+  function streamBroke(viewId: string, top: boolean, err: unknown): void {
+    const view = transcript.value.runs[viewId]
+    if (!view || isFinished(view)) return
+    if (!top && settleFromReport(view)) return
+    if (err instanceof AuthError) {
+      fail(err, null)
+      return
+    }
+    if (err instanceof ApiError && !isRetryable(err.status)) {
+      // The server refused the run or its stream (a conflict, a run it no longer has): this page
+      // cannot follow it, so the turn ends here. Retry reloads what the server stored.
+      view.status = 'error'
+      view.error = describe(err)
+      view.stopping = false
+      if (top) perTab.removeItem(STORAGE_KEYS.run)
+      const session = sessionId.value
+      const reload = top && session && !viewId.startsWith(PENDING) ? () => openSession(session) : null
+      banner.value = { message: describe(err), retry: reload }
+      return
+    }
+    broken.set(viewId, { top })
+    banner.value = {
+      message: err ? `Lost the connection to the run: ${describe(err)}` : 'The connection to the run was lost.',
+      retry: retryStreams,
+    }
+  }
+
+  /** Resume every broken stream from the last event applied. */
+  async function retryStreams(): Promise<void> {
+    banner.value = null
+    const entries = [...broken.entries()]
+    broken.clear()
+    for (const [viewId, { top }] of entries) {
+      const view = transcript.value.runs[viewId]
+      if (!view || isFinished(view)) continue
+      if (!viewId.startsWith(PENDING)) {
+        follow(viewId, view.last_seq, top)
+      } else if (sessionId.value) {
+        // The run may or may not exist: the session says which, and resumes it if it does.
+        await openSession(sessionId.value)
+      } else if (pendingMessage && clientRequestId) {
+        // Deliberate: the same client_request_id, so a server that did get the first try can
+        // recognise the retry instead of starting a second run.
+        startRun(viewId, pendingMessage, clientRequestId)
+      }
+    }
+  }
+
+  // ---- stopping ---------------------------------------------------------------------------
+
+  /** Ask the server to stop the streaming run; "stopping…" shows until its run_finished. */
+  async function stop(): Promise<void> {
+    const view = currentRun.value
+    if (!view || isFinished(view) || stopSent) return
+    view.stopping = true
+    stopWanted = true
+    await sendStop()
+  }
+
+  async function sendStop(): Promise<void> {
+    const view = currentRun.value
+    if (!view || isFinished(view)) return
+    const runId = view.run_id.startsWith(PENDING) ? null : view.run_id
+    stopSent = true
+    try {
+      if (runId) {
+        await client.cancelRun(runId, { reason: 'user', mode: 'now' })
+      } else if (sessionId.value && clientRequestId) {
+        const result = await client.cancelSessionRun(sessionId.value, clientRequestId)
+        if (!result?.accepted) {
+          // The run did not exist yet: stop it by id once run_started names it (or now, if that
+          // happened while this request was on its way).
+          stopSent = false
+          if (!view.run_id.startsWith(PENDING) && !isFinished(view)) await sendStop()
+        }
+      } else {
+        stopSent = false // a new session's first run: stopped by id once run_started names it
+      }
+    } catch (err) {
+      stopSent = false
+      stopWanted = false
+      if (!isFinished(view)) view.stopping = false
+      fail(err, stop, "Couldn't stop the run")
+    }
+  }
+
+  // ---- plumbing ---------------------------------------------------------------------------
+
+  function leaveSession(): void {
+    epoch++
+    for (const controller of streams) controller.abort()
+    streams.clear()
+    following.clear()
+    broken.clear()
+    transcript.value = emptyTranscript()
+    sessionId.value = null
+    loadedTitle.value = null
+    currentRunId.value = null
+    sessionLoading.value = false
+    clientRequestId = null
+    pendingMessage = null
+    stopWanted = false
+    stopSent = false
+    banner.value = null
+  }
+
+  function fail(err: unknown, retry: (() => Promise<void>) | null, prefix?: string): void {
+    if (err instanceof AuthError) {
+      authError.value = apiKey.value
+        ? 'Invalid API key: the server refused it. Enter a valid key.'
+        : 'This server needs an API key.'
+      apiKey.value = null
+      local.removeItem(STORAGE_KEYS.apiKey)
+      banner.value = null
+      return
+    }
+    const canRetry = !(err instanceof ApiError) || isRetryable(err.status)
+    const message = prefix ? `${prefix}: ${describe(err)}` : describe(err)
+    banner.value = { message, retry: canRetry ? retry : null }
+  }
+
+  function dismissBanner(): void {
+    banner.value = null
+  }
+
+  async function retry(): Promise<void> {
+    const action = banner.value?.retry
+    banner.value = null
+    if (action) await action()
+  }
+
+  function saveView(): void {
+    perTab.setItem(STORAGE_KEYS.view, JSON.stringify({ agent: agent.value, session_id: sessionId.value }))
+  }
+
+  let memo: ActiveRunMemo | null = null
+  function rememberRun(next: ActiveRunMemo): void {
+    memo = next
+    perTab.setItem(STORAGE_KEYS.run, JSON.stringify(next))
+  }
+  function rememberSeq(seq: number): void {
+    if (!memo) return
+    memo.last_seq = seq
+    perTab.setItem(STORAGE_KEYS.run, JSON.stringify(memo))
+  }
+
+  function allChildIds(view: RunView): string[] {
+    const ids: string[] = []
+    for (const id of childIds(view)) {
+      ids.push(id)
+      const child = transcript.value.runs[id]
+      if (child) ids.push(...allChildIds(child))
+    }
+    return ids
+  }
+
+  function dispose(): void {
+    epoch++
+    for (const controller of streams) controller.abort()
+    streams.clear()
+  }
+  if (getCurrentScope()) onScopeDispose(dispose)
+
+  return {
+    // state
+    ready,
+    apiKey,
+    authRequired,
+    authError,
+    needsKey,
+    agents,
+    agent,
+    sessions,
+    nextBefore,
+    sessionsLoading,
+    sessionId,
+    sessionTitle,
+    sessionLoading,
+    transcript,
+    currentRunId,
+    currentRun,
+    isStreaming,
+    isStopping,
+    banner,
+    // actions
+    init,
+    setApiKey,
+    forgetApiKey,
+    selectAgent,
+    loadSessions,
+    loadMoreSessions: () => loadSessions(true),
+    openSession,
+    newChat,
+    renameSession,
+    deleteSession,
+    send,
+    stop,
+    retry,
+    dismissBanner,
+    dispose,
+  }
+}
+
+export type TetherChat = ReturnType<typeof useTetherChat>
+
+function isRetryable(status: number): boolean {
+  return status >= 500 || status === 408 || status === 429
+}
+
+export function describe(err: unknown): string {
+  if (err instanceof ApiError) return err.message
+  if (err instanceof StreamIdleError) return `the server went quiet (${err.message})`
+  if (err instanceof DOMException && err.name === 'TimeoutError') return 'the server did not answer in time'
+  if (err instanceof TypeError) return "can't reach the server"
+  if (err instanceof Error) return err.message
+  return String(err)
+}
+
+function readJson<T>(storage: KeyValueStorage, key: string): T | null {
+  try {
+    const raw = storage.getItem(key)
+    return raw ? (JSON.parse(raw) as T) : null
+  } catch {
+    return null
+  }
+}
+
+function browserStorage(name: 'localStorage' | 'sessionStorage'): KeyValueStorage {
+  try {
+    const storage = globalThis[name]
+    if (storage) return storage
+  } catch {
+    // Storage can be disabled (privacy settings); the page then just forgets on reload.
+  }
+  return memoryStorage()
+}
+
+export function memoryStorage(): KeyValueStorage {
+  const data = new Map<string, string>()
+  return {
+    getItem: (key) => data.get(key) ?? null,
+    setItem: (key, value) => void data.set(key, value),
+    removeItem: (key) => void data.delete(key),
+  }
+}
+
+/** A random id; crypto.randomUUID exists only on secure origins, getRandomValues everywhere. */
+function randomId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+}
