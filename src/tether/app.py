@@ -37,8 +37,8 @@ from tether.engine.policies import Pricing, RunLimits
 from tether.engine.recorder import Recorder
 from tether.engine.registry import AgentSpec
 from tether.engine.run import Run, RunOutcome
-from tether.errors import UsageError
-from tether.events import RunEvent, StopAction, StopMode, StopReason
+from tether.errors import Conflict, UsageError
+from tether.events import RunEvent, RunPaused, StopAction, StopMode, StopReason, ToolDecision
 from tether.ids import RunId, SessionId, UserId
 from tether.runtimes.base import Runtime
 from tether.settings import Settings
@@ -59,7 +59,11 @@ class RunHandle:
         self.agent: str = run.agent
 
     def events(self, after_seq: int = -1) -> AsyncIterator[RunEvent]:
-        """Events after ``after_seq`` (all by default), live, ending with ``RunFinished``."""
+        """Events after ``after_seq`` (all by default), live, ending with ``RunFinished``.
+
+        A run that pauses for approval ends this stream with ``RunPaused`` instead; the
+        handle ``Tether.resume`` returns streams the rest.
+        """
         return self._run.events(after_seq)
 
     async def cancel(
@@ -76,7 +80,18 @@ class RunHandle:
         )
 
     async def outcome(self) -> RunOutcome:
-        """Wait for the run to end, and for its end to be stored, and return how it ended."""
+        """Wait for the run to end, and for its end to be stored, and return how it ended.
+
+        Raises:
+            Conflict: the run paused for approval instead (see ``settled``).
+        """
+        settled = await self._run.wait_persisted()
+        if isinstance(settled, RunPaused):
+            raise Conflict(f"run {self.run_id} is paused", run_id=self.run_id, status="paused")
+        return settled
+
+    async def settled(self) -> RunOutcome | RunPaused:
+        """Wait until the run ended or paused for approval, and that is stored."""
         return await self._run.wait_persisted()
 
 
@@ -206,7 +221,7 @@ class Tether:
                 stop_grace_s=s.stop_grace_s,
                 hard_stop_s=s.hard_stop_s,
                 history=HistoryRules(interrupted_marker=s.interrupted_marker),
-                limits=self._limits,
+                limits=RunLimits(approval_timeout_s=s.approval_timeout_s).merged(self._limits),
             ),
             task_group=tg,
         )
@@ -244,6 +259,20 @@ class Tether:
             if_busy=if_busy,
             client_request_id=client_request_id,
         )
+        return RunHandle(run, engine)
+
+    async def resume(
+        self, run_id: str, decisions: Sequence[ToolDecision], *, user_id: str = "local"
+    ) -> RunHandle:
+        """Continue a paused run, here, with a decision for each call that awaits approval.
+
+        Raises:
+            NotFound: no such run for this user.
+            Conflict: the run is not paused (resumed, stopped or timed out meanwhile).
+            UsageError: the decisions don't answer exactly the calls that wait.
+        """
+        engine = self.engine
+        run = await engine.resume(RunId(run_id), decisions, user_id=UserId(user_id))
         return RunHandle(run, engine)
 
     def handle(self, run_id: str) -> RunHandle | None:

@@ -7,6 +7,7 @@ the SSE event id. ``kind`` is the snake_case class name and is part of the wire 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Final, Literal
 
 from pydantic import Field, JsonValue, TypeAdapter
@@ -21,6 +22,8 @@ TERMINAL_STATUSES: Final[frozenset[str]] = frozenset(
     {"completed", "cancelled", "failed", "interrupted"}
 )
 ACTIVE_STATUSES: Final[tuple[RunStatus, ...]] = ("pending", "running", "paused")
+LEASED_STATUSES: Final[tuple[RunStatus, ...]] = ("pending", "running")
+"""Held by a worker under a lease; a ``paused`` run is held by nobody until it is resumed."""
 
 StopReason = Literal[
     "user",
@@ -43,7 +46,8 @@ calls finish, then stops (escalating to ``now`` after a grace period)."""
 StopAction = Literal["keep", "rollback"]
 """``keep`` leaves the stopped turn in the session history; ``rollback`` discards it."""
 
-ToolStatus = Literal["running", "ok", "error", "cancelled"]
+ToolStatus = Literal["awaiting_approval", "running", "ok", "error", "cancelled", "denied"]
+"""``awaiting_approval``: its run paused on it; ``denied``: a person said no (the model is told)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +97,7 @@ class ToolCallFinished:
     run_id: RunId
     seq: int
     call_id: str
-    status: Literal["ok", "error", "cancelled"]
+    status: Literal["ok", "error", "cancelled", "denied"]
     result: JsonValue = None
     error: str | None = None
     kind: Literal["tool_call_finished"] = "tool_call_finished"
@@ -144,6 +148,56 @@ class StopRequested:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PendingCall:
+    """A tool call that waits for a person's approval."""
+
+    call_id: str
+    tool: str
+    args: Mapping[str, JsonValue] = field(default_factory=dict[str, JsonValue])
+
+
+DEFAULT_DENIAL: Final = "The tool call was denied by the user."
+"""What the model reads as a denied call's result when the person gave no reason."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolDecision:
+    """A person's answer to one pending call."""
+
+    call_id: str
+    approved: bool
+    args: Mapping[str, JsonValue] | None = None
+    """Edited arguments to run the tool with instead of the model's (approvals only)."""
+    message: str | None = None
+    """Why it was denied: the model reads it as the call's result (denials only)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPaused:
+    """The run waits for approval of ``calls``; no worker holds it until it is resumed.
+
+    A stream ends here (the run is not over): ``POST /runs/{run_id}/resume`` continues it.
+    """
+
+    run_id: RunId
+    seq: int
+    calls: tuple[PendingCall, ...]
+    expires_at: datetime | None = None
+    """When the run is cancelled (reason ``timeout``) if nobody answers."""
+    kind: Literal["run_paused"] = "run_paused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResumed:
+    """A paused run continues with these decisions (first event of the resumed stream)."""
+
+    run_id: RunId
+    seq: int
+    decisions: tuple[ToolDecision, ...]
+    kind: Literal["run_resumed"] = "run_resumed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished:
     run_id: RunId
     seq: int
@@ -163,6 +217,8 @@ RunEvent = Annotated[
     | ChildRunFinished
     | RunQueued
     | StopRequested
+    | RunPaused
+    | RunResumed
     | RunFinished,
     Field(discriminator="kind"),
 ]

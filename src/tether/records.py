@@ -65,6 +65,8 @@ class RunRecord:
     lease_expires_at: datetime | None = None
     cancel: CancelRequest | None = None
     client_request_id: str | None = None
+    resume_state: JsonValue = None
+    """While ``paused``: what the runtime needs to continue (opaque to tether)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +113,8 @@ class ToolExchange:
     args: Mapping[str, JsonValue]
     result: str
     is_error: bool = False
+    is_pending: bool = False
+    """Waits for a person's decision (only in a paused turn being continued): no result yet."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

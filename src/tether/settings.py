@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     """``key:user,key2:user2``; empty means local mode (one user, loopback only)."""
     max_message_chars: int = Field(default=32_000, gt=0)
     interrupted_marker: str = "[This answer was interrupted: {why}.]"
+    approval_timeout_s: float = Field(default=3600.0, gt=0)
+    """How long a run paused for approval waits; then it ends ``cancelled`` (``timeout``)."""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

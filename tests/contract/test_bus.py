@@ -273,6 +273,61 @@ async def test_read_before_the_first_kept_event_returns_none(worker: Worker) -> 
         assert await worker.events.read(run_id, 2, timeout_s=5) == events
 
 
+async def test_last_seqs_are_the_last_seq_of_each_known_run(worker: Worker) -> None:
+    first, second, unknown = new_run_id(), new_run_id(), new_run_id()
+    for e in [event(first, 0), event(first, 1), event(first, 2), event(second, 0)]:
+        worker.events.publish(e)
+    await flushed(worker.events)
+    with anyio.fail_after(5):
+        assert await worker.events.last_seqs([first, second, unknown]) == {first: 2, second: 0}
+        assert await worker.events.last_seqs([]) == {}
+
+
+async def test_event_at_or_below_the_last_seq_is_ignored(worker: Worker) -> None:
+    run_id = new_run_id()
+    events = [event(run_id, seq) for seq in range(3)]
+    for e in events:
+        worker.events.publish(e)
+    worker.events.publish(StoredEvent(run_id=run_id, seq=1, kind="run_finished", payload="{}"))
+    await flushed(worker.events)
+    with anyio.fail_after(5):
+        assert await worker.events.read(run_id, -1, timeout_s=5) == events
+        assert await worker.events.last_seqs([run_id]) == {run_id: 2}
+
+
+async def test_event_after_a_gap_is_kept_and_no_read_spans_the_gap(worker: Worker) -> None:
+    """A lost run's terminal event follows events that never reached the bus (issue #8)."""
+    run_id = new_run_id()
+    before = [event(run_id, seq) for seq in range(3)]
+    after_gap = event(run_id, 5)
+    for e in [*before, after_gap]:
+        worker.events.publish(e)
+    await flushed(worker.events)
+    with anyio.fail_after(5):
+        assert await worker.events.last_seqs([run_id]) == {run_id: 5}
+        assert await worker.events.read(run_id, 4, timeout_s=5) == [after_gap]
+        assert await worker.events.read(run_id, 3, timeout_s=5) is None
+        assert await worker.events.read(run_id, -1, timeout_s=5) in (None, before)
+
+
+async def test_event_after_a_gap_wakes_a_reader_waiting_at_the_end(worker: Worker) -> None:
+    run_id = new_run_id()
+    worker.events.publish(event(run_id, 0))
+    await flushed(worker.events)
+    got: list[list[StoredEvent] | None] = []
+
+    async def read() -> None:
+        got.append(await worker.events.read(run_id, 0, timeout_s=30))
+
+    # Woken at once, not left to time out, and told to read the store for what it missed.
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            worker.events.publish(event(run_id, 3))
+    assert got == [None]
+
+
 # --- Redis only -----------------------------------------------------------------------------
 
 redis_only = pytest.mark.redis
@@ -438,6 +493,11 @@ async def test_watch_and_read_when_redis_is_down_do_not_fail(unreachable: Redis)
                 assert recorder.got == []
             assert await events.read(new_run_id(), -1, timeout_s=1) is None
             tg.cancel_scope.cancel()
+
+
+async def test_last_seqs_when_redis_is_down_are_unknown(unreachable: Redis) -> None:
+    with anyio.fail_after(10):
+        assert await RedisEventBus(unreachable, unreachable).last_seqs([new_run_id()]) == {}
 
 
 async def test_events_that_failed_to_write_stay_in_the_bounded_outbox(

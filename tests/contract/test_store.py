@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from tether.bus.memory import MemoryEventBus
 from tether.errors import Conflict, NotFound
 from tether.events import (
     ACTIVE_STATUSES,
@@ -461,6 +462,46 @@ async def test_interrupt_expired_twice_interrupts_once(store: Store) -> None:
     assert await store.interrupt_expired(at(30)) == []
     assert len(await store.events_after(RunId("r1"), -1, limit=10)) == 1
     assert (await require_run(store, "r1")).finished_at == at(20)
+
+
+async def test_interrupt_expired_ends_after_the_last_event_stored_or_on_the_bus(
+    store: Store,
+) -> None:
+    """Issue #8: viewers may have seen, on the bus, events the lost worker never stored."""
+    await start_session(store, run_record("ahead"))
+    await start_session(store, run_record("behind", "s2"), session_id="s2")
+    await start_session(store, run_record("unknown", "s3"), session_id="s3")
+    for run_id in ("ahead", "behind", "unknown"):
+        await store.claim_run(RunId(run_id), owner="w1", lease_expires_at=at(10))
+        await store.write(WriteBatch(events=[text_event(run_id, seq) for seq in range(3)]))
+    live = MemoryEventBus()
+    for seq in range(5):
+        live.publish(text_event("ahead", seq))
+    live.publish(text_event("behind", 0))
+
+    recovered = await store.interrupt_expired(at(20), live=live)
+
+    assert sorted(r.run_id for r in recovered) == ["ahead", "behind", "unknown"]
+    for run_id, terminal_seq in [("ahead", 5), ("behind", 3), ("unknown", 3)]:
+        stored = await store.events_after(RunId(run_id), -1, limit=10)
+        assert [e.seq for e in stored] == [0, 1, 2, terminal_seq]
+        terminal = parse_event(stored[-1].payload)
+        assert isinstance(terminal, RunFinished)
+        assert (terminal.seq, terminal.status, terminal.reason) == (
+            terminal_seq,
+            "interrupted",
+            "worker_lost",
+        )
+        # Published as stored, so a viewer waiting on the bus ends at once, with it.
+        assert await live.read(RunId(run_id), terminal_seq - 1, timeout_s=0) == stored[-1:]
+
+
+async def test_interrupt_expired_with_nothing_expired_publishes_nothing(store: Store) -> None:
+    await start_session(store, run_record("live"))
+    await store.claim_run(RunId("live"), owner="w1", lease_expires_at=at(30))
+    live = MemoryEventBus()
+    assert await store.interrupt_expired(at(20), live=live) == []
+    assert await live.last_seqs([RunId("live")]) == {}
 
 
 # What the run streamed

@@ -5,10 +5,12 @@
 
 ``EventBus``: a run's live events, readable from any seq while the run is recent, so a viewer
 on any worker can follow a run without a gap. It is not the system of record: the store is, and
-readers fall back to it for anything the bus no longer has.
+readers fall back to it for anything the bus no longer has. It may hold events the store never
+got (a worker killed before its flush): recovery asks it for each lost run's last seq, so the
+stored terminal event comes after everything a viewer may have seen, and publishes that event.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -29,7 +31,12 @@ class CancelBus(Protocol):
 
 class EventBus(Protocol):
     def publish(self, event: StoredEvent) -> None:
-        """Hand an event to the bus without waiting (the streaming hot path calls this)."""
+        """Hand an event to the bus without waiting (the streaming hot path calls this).
+
+        Seqs must increase per run: one at or below the run's last is ignored (the first write
+        wins); one after a gap is kept, but no read returns events across the gap (one that
+        starts inside it returns ``None``).
+        """
         ...
 
     async def read(
@@ -39,5 +46,13 @@ class EventBus(Protocol):
 
         Returns ``[]`` on timeout and ``None`` when the bus cannot serve ``after_seq + 1``
         (unknown run, or events already dropped): read the store instead.
+        """
+        ...
+
+    async def last_seqs(self, run_ids: Sequence[RunId]) -> dict[RunId, int]:
+        """The highest seq the bus holds for each of ``run_ids`` it knows (others are left out).
+
+        Best effort and never raises: while the bus can't answer, it returns ``{}``. An event
+        published here but still on its way (the Redis outbox) may not count yet.
         """
         ...

@@ -1,6 +1,6 @@
 """In-process buses: the default for a single worker."""
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -60,6 +60,17 @@ class MemoryEventBus:
 
     def publish(self, event: StoredEvent) -> None:
         log = self._logs.get(event.run_id)
+        if log is not None:
+            next_seq = log.first_seq + len(log.events)
+            if event.seq < next_seq:
+                return  # already kept: the first write wins, as with Redis entry ids
+            if event.seq > next_seq:
+                # A gap (a lost run's terminal event after events that never reached this bus):
+                # start the log over at this event, so reads stay contiguous, and wake readers
+                # of the old one, who then read the store.
+                del self._logs[event.run_id]
+                log.changed.set()
+                log = None
         if log is None:
             if len(self._logs) >= self._max_runs:
                 del self._logs[next(iter(self._logs))]
@@ -81,3 +92,10 @@ class MemoryEventBus:
             if self._logs.get(run_id) is not log:
                 return None
         return log.events[start:]
+
+    async def last_seqs(self, run_ids: Sequence[RunId]) -> dict[RunId, int]:
+        return {
+            run_id: log.first_seq + len(log.events) - 1
+            for run_id in run_ids
+            if (log := self._logs.get(run_id)) is not None
+        }

@@ -27,6 +27,8 @@ Guarantees:
 - Every command is bounded (socket timeouts plus ``anyio.fail_after``), and blocking event
   reads use their own pool, so viewers can't starve the stop path.
 - ``read`` returns only events contiguous from ``after_seq + 1``, or ``None`` when it can't.
+- ``last_seqs`` is the seq of each stream's last entry: what any worker wrote, so recovery can
+  put a lost run's terminal event after everything its dead worker got to Redis.
 
 Deliberately not done:
 
@@ -41,7 +43,7 @@ Deliberately not done:
 
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
@@ -510,6 +512,24 @@ class RedisEventBus:
                 await self._readers.xread(
                     {key: last_id}, count=1, block=max(1, int(block_s * 1000))
                 )
+
+    async def last_seqs(self, run_ids: Sequence[RunId]) -> dict[RunId, int]:
+        if not run_ids:
+            return {}
+        try:
+            with anyio.fail_after(COMMAND_TIMEOUT_S):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for run_id in run_ids:
+                        pipe.xrevrange(stream_key(run_id), "+", "-", count=1)
+                    replies: list[list[tuple[str, Any]]] = await pipe.execute()
+        except _FAILURES as exc:
+            log.warning("could not read the last events of %d runs: %s", len(run_ids), _why(exc))
+            return {}
+        return {
+            run_id: int(entries[0][0].partition("-")[0]) - 1
+            for run_id, entries in zip(run_ids, replies, strict=True)
+            if entries
+        }
 
 
 def _contiguous(

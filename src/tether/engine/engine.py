@@ -3,7 +3,13 @@
 Stop path: ``cancel`` delivers to a run in this process directly (no I/O before the stop
 lands), then records the intent durably; a run owned by another worker gets the intent written
 to its row first and then pushed over the cancel bus, and its owner's heartbeat also reads the
-row, so a lost push still stops it.
+row, so a lost push still stops it. A paused run is owned by nobody: its end is written to the
+store directly (``engine/approvals.py``).
+
+Pause path: when the runtime returns ``Paused``, the run emits ``RunPaused``, its state is
+flushed, its row becomes ``paused`` (no owner; the lease column holds the approval deadline)
+and the worker forgets it. ``resume`` claims the row back (compare-and-set, so two workers
+can't both resume it) and drives it again from the store's records.
 """
 
 import asyncio
@@ -19,18 +25,27 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from tether.bus.base import CancelBus, EventBus
+from tether.engine import approvals
 from tether.engine.cancel import CancelToken
 from tether.engine.context import AgentContext
-from tether.engine.history import HistoryRules, build_history
+from tether.engine.history import HistoryRules, build_history, paused_turn_items
 from tether.engine.policies import BudgetMeter, RunLimits
 from tether.engine.recorder import Recorder
 from tether.engine.registry import AgentSpec
-from tether.engine.run import Run, RunOutcome
+from tether.engine.run import Resumption, Run, RunOutcome
 from tether.errors import Conflict, NotFound, StorageError, UsageError
-from tether.events import TERMINAL_STATUSES, RunStatus, StopAction, StopMode, StopReason
+from tether.events import (
+    TERMINAL_STATUSES,
+    RunPaused,
+    RunStatus,
+    StopAction,
+    StopMode,
+    StopReason,
+    ToolDecision,
+)
 from tether.ids import MessageId, RunId, SessionId, UserId, new_id
 from tether.records import CancelRequest, MessageRecord, RunRecord, SessionRecord, utcnow
-from tether.runtimes.base import Runtime, Turn
+from tether.runtimes.base import Continuation, Paused, Runtime, Turn
 from tether.storage.store import Finish, Store
 
 log = logging.getLogger(__name__)
@@ -182,10 +197,13 @@ class Engine:
             except Conflict as exc:
                 # A run that already emitted its terminal event is over for the client, which
                 # may send the next message before the final write lands: wait for it, once.
+                # One no longer held here may have been stored and let go meanwhile: try once
+                # more (a run active elsewhere conflicts again).
                 active = self.runs.get(RunId(exc.details["active_run_id"]))
-                if active is None or not active.is_finished:
+                if active is not None and not active.is_finished:
                     raise
-                await active.wait_persisted()
+                if active is not None:
+                    await active.wait_persisted()
                 await self.store.create_run(record, message)
             return
         with anyio.fail_after(self.config.busy_wait_s):
@@ -199,7 +217,13 @@ class Engine:
                         await self.cancel(active, reason="superseded", by=record.user_id)
                     await self.wait_terminal(active)
 
-    def _new_run(self, record: RunRecord, spec: AgentSpec, limits: RunLimits | None) -> Run:
+    def _new_run(
+        self,
+        record: RunRecord,
+        spec: AgentSpec,
+        limits: RunLimits | None,
+        resume: Resumption | None = None,
+    ) -> Run:
         limits = self.config.limits.merged(spec.limits).merged(limits)
         token = CancelToken(grace_s=self.config.stop_grace_s)
         run = Run(
@@ -212,11 +236,13 @@ class Engine:
             buffer=self._recorder.open(
                 record.run_id, record.session_id, functools.partial(self._storage_lost, record)
             ),
-            meter=BudgetMeter(limits, spec.pricing),
+            meter=BudgetMeter(limits, spec.pricing, before=record.usage),
             event_bus=self.event_bus,
             wake_recorder=self._recorder.wake,
             open_child=self._open_child,
+            resume=resume,
         )
+        run.approval_timeout_s = limits.approval_timeout_s
         if limits.timeout_s is not None:
             token.stop_after(limits.timeout_s, CancelRequest(reason="timeout", by="policy"))
         self.runs[run.run_id] = run
@@ -263,10 +289,18 @@ class Engine:
 
     # --- driving -------------------------------------------------------------------------
 
-    async def _drive(self, run: Run, spec: AgentSpec, prompt: str, ctx: AgentContext) -> None:
+    async def _drive(
+        self,
+        run: Run,
+        spec: AgentSpec,
+        prompt: str,
+        ctx: AgentContext,
+        resume: Continuation | None = None,
+    ) -> None:
         status: Any = "failed"
         reason: StopReason | None = "error"
         error: str | None = "interrupted"
+        paused: Paused | None = None
         # Deliberate: an immediate stop ends the run for its viewers right away. From that
         # moment the sink is closed, so nothing more is emitted or recorded and the outcome is
         # fixed; the runtime's teardown (closing the model stream, cancelling tool tasks) and
@@ -275,8 +309,11 @@ class Engine:
         try:
             async with self._cancel_bus.watch(run.run_id, functools.partial(_stop, run)):
                 with anyio.CancelScope() as scope:
-                    await self._drive_turn(run, spec, prompt, ctx, scope)
+                    paused = await self._drive_turn(run, spec, prompt, ctx, scope, resume)
             status, reason, error = "completed", None, None
+            if paused is not None and run.parent_run_id is not None:
+                paused = None
+                status, reason, error = "failed", "error", "a sub-agent can't wait for approval"
         except Exception as exc:  # noqa: BLE001  # any failure of agent code ends the run `failed`
             if run.token.request is None:
                 log.warning("run %s failed: %r", run.run_id, exc)
@@ -288,7 +325,10 @@ class Engine:
         finally:
             if (request := run.token.request) is not None and status != "failed":
                 status, reason, error = "cancelled", request.reason, None
-            await self._finish(run, status, reason, error)
+            if paused is not None and status == "completed":
+                await self._pause(run, paused, ctx)
+            else:
+                await self._finish(run, status, reason, error)
 
     async def _drive_turn(
         self,
@@ -297,9 +337,10 @@ class Engine:
         prompt: str,
         ctx: AgentContext,
         scope: anyio.CancelScope,
-    ) -> None:
+        resume: Continuation | None,
+    ) -> Paused | None:
         if run.token.is_now:
-            return
+            return None
         history = []
         if run.parent_run_id is None:
             history = build_history(await self.store.history(run.session_id), self.config.history)
@@ -314,8 +355,14 @@ class Engine:
             run.token.on_stop_now(backstop)
         else:
             run.token.on_stop_now(scope.cancel)
-        turn = Turn(run_id=run.run_id, session_id=run.session_id, prompt=prompt, history=history)
-        await runtime.drive(agent, turn, run, run.token)
+        turn = Turn(
+            run_id=run.run_id,
+            session_id=run.session_id,
+            prompt=prompt,
+            history=history,
+            resume=resume,
+        )
+        return await runtime.drive(agent, turn, run, run.token)
 
     def _runtime_for(self, agent: object, spec: AgentSpec) -> Runtime:
         for runtime in self._runtimes:
@@ -362,6 +409,115 @@ class Engine:
         run.token.close()
         run.mark_persisted()
 
+    # --- pausing and resuming ------------------------------------------------------------
+
+    async def _pause(self, run: Run, paused: Paused, ctx: AgentContext) -> None:
+        """Emit the pause, store it, and let go of the run (shielded, bounded)."""
+        timeout_s = run.approval_timeout_s
+        expires_at = utcnow() + timedelta(seconds=timeout_s) if timeout_s is not None else None
+        if run.pause(paused.calls, expires_at) is None:  # a stop ended it first
+            await self._persist(run)
+            return
+        context = ctx.context.model_dump(mode="json") if ctx.context is not None else None
+        with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S, shield=True):
+            await self._recorder.close(run.buffer)
+            try:
+                is_paused = await self.store.pause_run(
+                    run.run_id,
+                    owner=self.config.worker_id,
+                    expires_at=expires_at,
+                    state=approvals.resume_state(context, paused.state),
+                )
+                if not is_paused:
+                    log.warning("run %s: pause not stored, the run ended meanwhile", run.run_id)
+            except StorageError as exc:
+                log.warning("run %s: pause not stored: %s", run.run_id, exc)
+        self.runs.pop(run.run_id, None)
+        run.token.close()
+        run.mark_persisted()
+
+    async def resume(
+        self, run_id: RunId, decisions: Sequence[ToolDecision], *, user_id: UserId
+    ) -> Run:
+        """Continue a paused run with a decision for each call awaiting approval.
+
+        Raises:
+            NotFound: no such run for this user.
+            Conflict: the run is not paused (it was resumed, stopped or timed out).
+            UsageError: the decisions don't answer exactly the calls that wait.
+        """
+        if (held := self.runs.get(run_id)) is not None and held.paused is not None:
+            await held.wait_persisted()  # its pause is being stored right now
+        record = await self.store.get_run(run_id)
+        if record is None or record.user_id != user_id:
+            raise NotFound(f"no run {run_id}", run_id=run_id)
+        if record.status != "paused":
+            raise Conflict(f"run {run_id} is {record.status}", run_id=run_id, status=record.status)
+        messages = await self.store.run_messages(run_id)
+        waiting = approvals.awaiting_calls(messages)
+        approvals.check_decisions(run_id, waiting, decisions)
+        spec = self.spec(record.agent)
+        context, runtime_state = approvals.split_resume_state(record.resume_state)
+        validated = spec.validate_context(context)
+        last_seq = await self.store.last_seq(run_id)
+        claimed = await self.store.resume_run(
+            run_id,
+            owner=self.config.worker_id,
+            lease_expires_at=utcnow() + timedelta(seconds=self.config.lease_s),
+        )
+        if claimed is None:
+            now = await self.store.get_run(run_id)
+            status = now.status if now is not None else "gone"
+            raise Conflict(f"run {run_id} is {status}", run_id=run_id, status=status)
+        run = self._new_run(
+            claimed, spec, None, Resumption(seq=last_seq + 1, decisions=tuple(decisions))
+        )
+        run.adopt_pending(waiting, decisions)
+        ctx = AgentContext(
+            run_id=run_id,
+            session_id=record.session_id,
+            user_id=user_id,
+            agent=record.agent,
+            context=validated,
+            parent_run_id=None,
+            _delegate=functools.partial(self._delegate, run),
+            _queued=run.queued,
+        )
+        turn = paused_turn_items(messages, self.config.history)
+        resume = Continuation(items=turn, decisions=tuple(decisions), state=runtime_state)
+        prompt = next((m.content for m in messages if m.role == "user"), "")
+        self.task_group.start_soon(
+            self._drive, run, spec, prompt, ctx, resume, name=f"run {run_id} (resumed)"
+        )
+        return run
+
+    async def end_paused(self, record: RunRecord, request: CancelRequest) -> RunRecord:
+        """End a paused run ``cancelled`` for ``request``; return the run as it now is.
+
+        Only a run that is still paused changes; its end's events go to live viewers too.
+        """
+        messages = await self.store.run_messages(record.run_id)
+        last_seq = await self.store.last_seq(record.run_id)
+        finish, batch = approvals.ending(record, messages, request, last_seq=last_seq, now=utcnow())
+        ended = await self.store.end_paused(record.run_id, finish, cancel=request, batch=batch)
+        if ended is None:
+            current = await self.store.get_run(record.run_id)
+            assert current is not None
+            return current
+        for event in batch.events:
+            self.event_bus.publish(event)
+        return ended
+
+    async def expire_paused(self) -> list[RunRecord]:
+        """End the paused runs whose approval deadline passed (reason ``timeout``)."""
+        ended: list[RunRecord] = []
+        for record in await self.store.expired_paused(utcnow()):
+            request = CancelRequest(reason="timeout", by="policy")
+            now = await self.end_paused(record, request)
+            if now.status == "cancelled" and now.reason == "timeout":
+                ended.append(now)
+        return ended
+
     async def _delegate(self, parent: Run, agent: str, prompt: str, call_id: str | None) -> str:
         if call_id is None and len(open_calls := parent.open_call_ids()) == 1:
             call_id = next(iter(open_calls))
@@ -404,7 +560,10 @@ class Engine:
         """
         request = CancelRequest(reason=reason, mode=mode, action=action, by=by)
         accepted = False
-        if (run := self.runs.get(run_id)) is not None:
+        if (run := self.runs.get(run_id)) is not None and run.paused is not None:
+            await run.wait_persisted()  # its pause is being stored: then end it there
+            run = None
+        if run is not None:
             accepted = run.stop(request)
             # Let the run's viewers send the stop's frames before the durable note's I/O.
             await anyio.lowlevel.checkpoint()
@@ -414,7 +573,9 @@ class Engine:
             except StorageError as exc:
                 # The stop has landed; only its durable note is late (the run's end records it).
                 log.warning("run %s: stop recorded in memory only: %s", run_id, exc)
+            # A run that takes the stop ends: it can no longer pause.
             outcome = await run.wait_persisted() if wait else run.outcome
+            assert not isinstance(outcome, RunPaused)
             status = outcome.status if outcome else "running"
             return CancelResult(
                 run_id=run_id,
@@ -423,18 +584,18 @@ class Engine:
                 reason=outcome.reason if outcome else None,
             )
         else:
-            record = await self.store.get_run(run_id)
-            if record is None:
-                raise NotFound(f"no run {run_id}", run_id=run_id)
-            if record.status not in TERMINAL_STATUSES:
-                record = await self.store.request_cancel(run_id, request)
-                accepted = record.cancel == request
+            # One round trip: the intent is written (first one wins) and the run read back.
+            record = await self.store.request_cancel(run_id, request)
+            if record.status == "paused":
+                record = await self.end_paused(record, request)
+            if record.status not in TERMINAL_STATUSES:  # running elsewhere (or just resumed)
                 try:
                     await self._cancel_bus.request_stop(run_id, request)
                 except StorageError as exc:
                     # The intent is on the run's row, which its owner's heartbeat reads: the
                     # stop still lands, within a beat instead of at once.
                     log.warning("run %s: stop not pushed, left to the heartbeat: %s", run_id, exc)
+            accepted = record.cancel == request
         if wait:
             record = await self.wait_terminal(run_id)
         return CancelResult(

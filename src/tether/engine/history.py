@@ -103,7 +103,11 @@ def _exchange(call: ToolCallRecord, rules: HistoryRules, reason: str) -> ToolExc
                 result=call.error or "The tool failed.",
                 is_error=True,
             )
-        case "cancelled" | "running":
+        case "denied":
+            return ToolExchange(
+                call_id=call.call_id, tool=call.tool, args=call.args, result=_text(call.result)
+            )
+        case "cancelled" | "running" | "awaiting_approval":
             return ToolExchange(
                 call_id=call.call_id,
                 tool=call.tool,
@@ -111,6 +115,25 @@ def _exchange(call: ToolCallRecord, rules: HistoryRules, reason: str) -> ToolExc
                 result=rules.missing_result.format(why=reason),
                 is_error=True,
             )
+
+
+def paused_turn_items(messages: Sequence[MessageRecord], rules: HistoryRules) -> list[HistoryItem]:
+    """A paused run's own turn, to continue it: its calls awaiting approval stay open."""
+    items: list[HistoryItem] = []
+    for message in messages:
+        if message.role == "user":
+            items.append(UserItem(text=message.content))
+        elif message.role == "assistant":
+            calls = tuple(
+                ToolExchange(
+                    call_id=c.call_id, tool=c.tool, args=c.args, result="", is_pending=True
+                )
+                if c.status == "awaiting_approval"
+                else _exchange(c, rules, why(None))
+                for c in message.tool_calls
+            )
+            items.append(AssistantItem(text=message.content, tool_calls=calls))
+    return items
 
 
 def _text(result: JsonValue) -> str:

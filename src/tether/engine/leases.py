@@ -4,7 +4,10 @@ Every ``heartbeat_s`` (at most ``lease_s / 3``) the worker renews the leases of 
 runs; the same query returns runs with a stop recorded on their row, which are stopped here — so
 a stop whose push was lost (or sent while the bus was down) still lands within one beat. Every
 beat also marks runs whose owner stopped renewing (a crashed worker) ``interrupted`` with
-reason ``worker_lost``.
+reason ``worker_lost``. The event bus takes part: the run's terminal event gets a seq after the
+last one the dead worker got onto the bus (viewers elsewhere may have seen events it never
+stored), and is published there, so those viewers' streams end at once, with it. Last, the beat
+ends paused runs whose approval deadline passed (``cancelled``, reason ``timeout``).
 """
 
 import logging
@@ -45,5 +48,7 @@ async def beat(engine: Engine) -> None:
             run = engine.runs.get(record.run_id)
             if run is not None and record.cancel is not None:
                 run.stop(record.cancel)
-    for record in await engine.store.interrupt_expired(now):
+    for record in await engine.store.interrupt_expired(now, live=engine.event_bus):
         log.warning("run %s: its worker was lost; marked interrupted", record.run_id)
+    for record in await engine.expire_paused():
+        log.info("run %s: its approval request timed out; cancelled", record.run_id)

@@ -31,9 +31,12 @@ class RunLimits:
     """Limits for one run; ``None`` means unlimited. All end the run ``cancelled``."""
 
     timeout_s: float | None = None
+    """Wall-clock time the run may stream; it starts again when a paused run resumes."""
     token_budget: int | None = None
     """Input plus output tokens."""
     cost_budget_usd: float | None = None
+    approval_timeout_s: float | None = None
+    """How long a paused run waits for approval before it ends ``cancelled`` (``timeout``)."""
 
     def merged(self, override: "RunLimits | None") -> "RunLimits":
         """These limits with every field ``override`` sets taking precedence."""
@@ -49,18 +52,25 @@ class RunLimits:
                 if override.cost_budget_usd is not None
                 else self.cost_budget_usd
             ),
+            approval_timeout_s=(
+                override.approval_timeout_s
+                if override.approval_timeout_s is not None
+                else self.approval_timeout_s
+            ),
         )
 
 
 class BudgetMeter:
     """Tracks a run's usage and says when a budget is exceeded."""
 
-    __slots__ = ("_limits", "_pricing", "_reported", "_streamed_chars")
+    __slots__ = ("_before", "_limits", "_pricing", "_reported", "_streamed_chars")
 
-    def __init__(self, limits: RunLimits, pricing: Pricing) -> None:
+    def __init__(self, limits: RunLimits, pricing: Pricing, *, before: Usage | None = None) -> None:
         self._limits = limits
         self._pricing = pricing
-        self._reported = Usage()
+        self._before = before or Usage()
+        """What the run used before it paused: a resumed run's budget counts it."""
+        self._reported = self._before
         self._streamed_chars = 0
 
     @property
@@ -69,7 +79,12 @@ class BudgetMeter:
 
     def report(self, usage: Usage) -> StopReason | None:
         """Take the runtime's cumulative usage (replaces the streaming estimate)."""
-        self._reported = usage
+        before = self._before
+        self._reported = Usage(
+            input_tokens=before.input_tokens + usage.input_tokens,
+            output_tokens=before.output_tokens + usage.output_tokens,
+            requests=before.requests + usage.requests,
+        )
         self._streamed_chars = 0
         return self.check()
 

@@ -86,17 +86,25 @@ class RunBuffer:
         self._dirty_calls.add(call_id)
 
     def tool_finished(
-        self, call_id: str, *, status: ToolStatus, result: JsonValue, error: str | None
+        self,
+        call_id: str,
+        *,
+        status: ToolStatus,
+        result: JsonValue,
+        error: str | None,
+        at: datetime | None,
     ) -> None:
+        """Record how the call ended (``at`` None: it has not, it awaits approval)."""
         call = self._calls[call_id]
         self._calls[call_id] = dataclasses.replace(
-            call,
-            status=status,
-            result=result,
-            error=error,
-            finished_at=utcnow(),
+            call, status=status, result=result, error=error, finished_at=at
         )
         self._dirty_calls.add(call_id)
+
+    def adopt_call(self, call: ToolCallRecord) -> None:
+        """Take over a stored call of this run (a paused run's, as it resumes)."""
+        self._calls[call.call_id] = call
+        self._dirty_calls.add(call.call_id)
 
     def event(self, event: StoredEvent) -> None:
         self._events.append(event)

@@ -12,9 +12,11 @@ Guarantees:
 The hot path (``text``) appends to lists and sets an event: no I/O, no await, no validation.
 """
 
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import anyio
@@ -25,11 +27,15 @@ from tether.engine.cancel import CancelToken
 from tether.engine.policies import BudgetMeter
 from tether.engine.recorder import RunBuffer
 from tether.events import (
+    DEFAULT_DENIAL,
     ChildRunFinished,
     ChildRunStarted,
+    PendingCall,
     RunEvent,
     RunFinished,
+    RunPaused,
     RunQueued,
+    RunResumed,
     RunStarted,
     StopReason,
     StopRequested,
@@ -37,14 +43,23 @@ from tether.events import (
     TextDelta,
     ToolCallFinished,
     ToolCallStarted,
+    ToolDecision,
     Usage,
     event_json,
 )
 from tether.ids import RunId, SessionId, UserId
-from tether.records import CancelRequest, MessageStatus
+from tether.records import CancelRequest, MessageStatus, ToolCallRecord, utcnow
 from tether.storage.store import StoredEvent
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resumption:
+    """How a paused run continues: from ``seq``, with these decisions."""
+
+    seq: int
+    decisions: tuple[ToolDecision, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +92,7 @@ class Run:
         event_bus: EventBus,
         wake_recorder: Callable[[], None],
         open_child: "Callable[[Run, str], Run] | None" = None,
+        resume: Resumption | None = None,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
@@ -91,45 +107,61 @@ class Run:
         self._bus = event_bus
         self._wake_recorder = wake_recorder
         self._open_child = open_child
+        self.approval_timeout_s: float | None = None
+        """How long the run waits for approval if it pauses (None: for ever)."""
         self.is_driven_by_parent = False
         """True for a child the parent's runtime reports into (an Agno member or step)."""
         self._events: list[RunEvent] = []
+        self._first_seq = 0 if resume is None else resume.seq
+        """A resumed run's events continue the stored ones: ``_events[0]`` has this seq."""
         self._changed = anyio.Event()
         self._open_calls: set[str] = set()
+        self._adopted_calls: set[str] = set()
         self._finished: RunFinished | None = None
+        self._closed: RunFinished | RunPaused | None = None
+        """The event after which the sink takes nothing more: the terminal one, or a pause."""
         self._done = anyio.Event()
         self._persisted = anyio.Event()
         self.outcome: RunOutcome | None = None
-        self._emit(
-            RunStarted(
-                run_id=run_id,
-                seq=0,
-                session_id=session_id,
-                agent=agent,
-                parent_run_id=parent_run_id,
+        self.paused: RunPaused | None = None
+        if resume is None:
+            self._emit(
+                RunStarted(
+                    run_id=run_id,
+                    seq=0,
+                    session_id=session_id,
+                    agent=agent,
+                    parent_run_id=parent_run_id,
+                )
             )
-        )
+        else:
+            self._emit(RunResumed(run_id=run_id, seq=resume.seq, decisions=resume.decisions))
 
     # --- RunSink -------------------------------------------------------------------------
 
     def response_started(self) -> None:
-        if self._finished is None:
+        if self._closed is None:
             self.buffer.response_started()
 
     def text(self, delta: str) -> None:
-        if self._finished is not None or not delta:
+        if self._closed is not None or not delta:
             return
         self.buffer.text_delta(delta)
-        self._emit(TextDelta(run_id=self.run_id, seq=len(self._events), text=delta))
+        self._emit(TextDelta(run_id=self.run_id, seq=self._next_seq(), text=delta))
         if self.meter.is_limited and (reason := self.meter.streamed(len(delta))):
             self.stop(CancelRequest(reason=reason, by="policy"))
 
     def tool_started(self, call_id: str, tool: str, args: Mapping[str, JsonValue]) -> None:
-        if self._finished is not None:
+        if (
+            self._closed is not None
+            or call_id in self._open_calls
+            or call_id in self._adopted_calls
+        ):
+            # A resumed run's paused call, which its runtime announces again.
             return
         self._open_calls.add(call_id)
         self.buffer.tool_started(call_id, tool, args)
-        seq = len(self._events)
+        seq = self._next_seq()
         self._emit(
             ToolCallStarted(run_id=self.run_id, seq=seq, call_id=call_id, tool=tool, args=args)
         )
@@ -138,13 +170,13 @@ class Run:
     def tool_finished(
         self, call_id: str, *, ok: bool, result: JsonValue = None, error: str | None = None
     ) -> None:
-        if self._finished is not None:
+        if self._closed is not None:
             log.info("run %s: late result of tool call %s discarded", self.run_id, call_id)
             return
         self._close_call(call_id, "ok" if ok else "error", result, error)
 
     def usage(self, usage: Usage) -> None:
-        if self._finished is not None:
+        if self._closed is not None:
             return
         reason = self.meter.report(usage)
         self.buffer.usage(self.meter.usage())
@@ -152,8 +184,8 @@ class Run:
             self.stop(CancelRequest(reason=reason, by="policy"))
 
     def queued(self, resource: str) -> None:
-        if self._finished is None:
-            self._emit(RunQueued(run_id=self.run_id, seq=len(self._events), resource=resource))
+        if self._closed is None:
+            self._emit(RunQueued(run_id=self.run_id, seq=self._next_seq(), resource=resource))
 
     # --- children ------------------------------------------------------------------------
 
@@ -175,8 +207,8 @@ class Run:
 
     def child_started(self, child: "Run", call_id: str | None) -> None:
         self.children.append(child)
-        if self._finished is None:
-            seq = len(self._events)
+        if self._closed is None:
+            seq = self._next_seq()
             self._emit(
                 ChildRunStarted(
                     run_id=self.run_id,
@@ -188,9 +220,9 @@ class Run:
             )
 
     def child_finished(self, outcome: RunOutcome) -> None:
-        if self._finished is None and outcome.run_id not in self._reported_children:
+        if self._closed is None and outcome.run_id not in self._reported_children:
             self._reported_children.add(outcome.run_id)
-            seq = len(self._events)
+            seq = self._next_seq()
             self._emit(
                 ChildRunFinished(
                     run_id=self.run_id,
@@ -208,7 +240,7 @@ class Run:
 
     def stop(self, request: CancelRequest) -> bool:
         """Ask the run to stop (any thread for the token; events only on the loop)."""
-        if self._finished is not None:
+        if self._closed is not None:
             return False
         # Called on the loop only, so nothing can slip in between this check and the request.
         is_first = self.token.request is None
@@ -216,7 +248,7 @@ class Run:
             self._emit(
                 StopRequested(
                     run_id=self.run_id,
-                    seq=len(self._events),
+                    seq=self._next_seq(),
                     reason=request.reason,
                     mode=request.mode,
                     action=request.action,
@@ -238,7 +270,7 @@ class Run:
         self, status: TerminalStatus, reason: StopReason | None, error: str | None
     ) -> RunFinished | None:
         """Close open tool calls, then emit the one terminal event (None if already done)."""
-        if self._finished is not None:
+        if self._closed is not None:
             return None
         for child in self.children:
             if child.outcome is None and child.is_driven_by_parent:
@@ -254,14 +286,14 @@ class Run:
         self.buffer.usage(usage)
         terminal = RunFinished(
             run_id=self.run_id,
-            seq=len(self._events),
+            seq=self._next_seq(),
             status=status,
             reason=reason,
             usage=usage,
             error=error,
         )
         self._emit(terminal)
-        self._finished = terminal
+        self._finished = self._closed = terminal
         # Timers only: the stop callbacks must still reach the runtime when a run ends
         # without a stop (storage lost), so it stops producing into a closed sink.
         self.token.cancel_timers()
@@ -276,6 +308,48 @@ class Run:
         self._done.set()
         return terminal
 
+    def pause(self, calls: Sequence[PendingCall], expires_at: datetime | None) -> RunPaused | None:
+        """Wait for approval of ``calls``: record them as such, emit ``RunPaused``, close the sink.
+
+        Returns None if the run already ended (a stop won the race).
+        """
+        if self._closed is not None:
+            return None
+        for call in calls:
+            if call.call_id not in self._open_calls:
+                self._open_calls.add(call.call_id)
+                self.buffer.tool_started(call.call_id, call.tool, call.args)
+            self.buffer.tool_finished(
+                call.call_id, status="awaiting_approval", result=None, error=None, at=None
+            )
+        self.buffer.finish("complete")
+        self.buffer.usage(self.meter.usage())
+        paused = RunPaused(
+            run_id=self.run_id, seq=self._next_seq(), calls=tuple(calls), expires_at=expires_at
+        )
+        self._emit(paused)
+        self._closed = self.paused = paused
+        self.token.cancel_timers()
+        self._done.set()
+        return paused
+
+    def adopt_pending(
+        self, calls: Sequence[ToolCallRecord], decisions: Sequence[ToolDecision]
+    ) -> None:
+        """A resumed run takes over its paused calls: denied ones end here, approved ones run.
+
+        ``decisions`` must answer exactly ``calls`` (the engine checks before resuming).
+        """
+        by_id = {d.call_id: d for d in decisions}
+        for call in calls:
+            decision = by_id[call.call_id]
+            args = call.args if decision.args is None else decision.args
+            self.buffer.adopt_call(dataclasses.replace(call, args=args, status="running"))
+            self._open_calls.add(call.call_id)
+            self._adopted_calls.add(call.call_id)
+            if not decision.approved:
+                self._close_call(call.call_id, "denied", decision.message or DEFAULT_DENIAL, None)
+
     async def wait(self) -> RunOutcome:
         """Wait for the terminal event (the fastest way to learn the outcome)."""
         await self._done.wait()
@@ -283,46 +357,54 @@ class Run:
         return self.outcome
 
     def mark_persisted(self) -> None:
-        """The terminal state is in the store (or the bounded final write gave up)."""
+        """The terminal state or the pause is stored (or the bounded final write gave up)."""
         self._persisted.set()
 
-    async def wait_persisted(self) -> RunOutcome:
-        """Wait until the terminal state is stored: after this, the store agrees with us."""
+    async def wait_persisted(self) -> RunOutcome | RunPaused:
+        """Wait until the run's end, or its pause, is stored: then the store agrees with us."""
         await self._persisted.wait()
-        assert self.outcome is not None
-        return self.outcome
+        settled = self.outcome or self.paused
+        assert settled is not None
+        return settled
 
     # --- reading -------------------------------------------------------------------------
 
     async def events(self, after_seq: int = -1) -> AsyncIterator[RunEvent]:
-        """This run's events after ``after_seq``, live, ending with the terminal event."""
-        index = after_seq + 1
+        """This run's events after ``after_seq``, live, ending with the terminal event or a pause.
+
+        A resumed run holds only the events from its ``RunResumed`` on; the earlier ones are in
+        the store.
+        """
+        index = max(after_seq + 1 - self._first_seq, 0)
         while True:
             while index < len(self._events):
                 event = self._events[index]
                 index += 1
                 yield event
-                if isinstance(event, RunFinished):
+                if isinstance(event, RunFinished | RunPaused):
                     return
-            if self._finished is not None:
+            if self._closed is not None:
                 return  # asked for more than the run will ever emit
             await self._changed.wait()
+
+    def _next_seq(self) -> int:
+        return self._first_seq + len(self._events)
 
     def _close_call(
         self,
         call_id: str,
-        status: Literal["ok", "error", "cancelled"],
+        status: Literal["ok", "error", "cancelled", "denied"],
         result: JsonValue,
         error: str | None,
     ) -> None:
         if call_id not in self._open_calls:
             return
         self._open_calls.discard(call_id)
-        self.buffer.tool_finished(call_id, status=status, result=result, error=error)
+        self.buffer.tool_finished(call_id, status=status, result=result, error=error, at=utcnow())
         self._emit(
             ToolCallFinished(
                 run_id=self.run_id,
-                seq=len(self._events),
+                seq=self._next_seq(),
                 call_id=call_id,
                 status=status,
                 result=result,

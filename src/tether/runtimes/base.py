@@ -2,8 +2,10 @@
 
 A runtime never creates events, sequence numbers or records itself: it reports what happens
 to the ``RunSink`` and the engine turns that into events, persistence and policy checks. It
-returns normally when the turn completes or when it stopped because the signal asked it to,
-and raises on failure.
+returns normally when the turn completes or when it stopped because the signal asked it to
+(None), or when the model called tools that need a person's approval first (``Paused``); it
+raises on failure. A paused turn is continued later, maybe by another process, with a
+``Turn`` whose ``resume`` carries the decisions.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +14,7 @@ from typing import Protocol
 
 from pydantic import JsonValue
 
-from tether.events import Usage
+from tether.events import PendingCall, ToolDecision, Usage
 from tether.ids import RunId, SessionId
 from tether.records import HistoryItem
 
@@ -48,11 +50,35 @@ class StopSignal(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Paused:
+    """The turn waits for a person to approve or deny ``calls``."""
+
+    calls: tuple[PendingCall, ...]
+    state: JsonValue = None
+    """What this runtime needs to continue the turn, stored with the run (opaque to tether)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Continuation:
+    """How to continue a paused turn."""
+
+    items: Sequence[HistoryItem]
+    """The turn so far: its user message, then its responses; the calls that wait for a
+    decision are the ``is_pending`` exchanges of the last one."""
+    decisions: Sequence[ToolDecision]
+    state: JsonValue = None
+    """What the runtime returned in ``Paused.state``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Turn:
     run_id: RunId
     session_id: SessionId
     prompt: str
     history: Sequence[HistoryItem]
+    """The session's earlier turns."""
+    resume: Continuation | None = None
+    """Set when the turn continues after a pause (``prompt`` is then already in ``items``)."""
 
 
 class Runtime(Protocol):
@@ -66,4 +92,6 @@ class Runtime(Protocol):
         """Whether this runtime drives agents of this type."""
         ...
 
-    async def drive(self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal) -> None: ...
+    async def drive(
+        self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal
+    ) -> Paused | None: ...

@@ -9,6 +9,12 @@ the stop is discarded by the sink and logged.
 
 History comes from tether's records, not from Pydantic AI's message list, so what the next turn
 sees is exactly what was streamed and stored.
+
+Approval builds on Pydantic AI's deferred tools: a tool made with ``requires_approval=True`` (or
+raising ``ApprovalRequired``) ends the turn with ``DeferredToolRequests``, reported as ``Paused``.
+The continuation is a new ``Agent.iter`` over the same history, from tether's records, with the
+decisions as ``DeferredToolResults``; the deferred calls still waiting have no result in it.
+Calls deferred for external execution (``CallDeferred``) are not supported: the run fails.
 """
 
 import logging
@@ -17,13 +23,22 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, cast
 
 from pydantic import JsonValue
-from pydantic_ai import Agent, CancellationToken, RunCancelled
+from pydantic_ai import (
+    Agent,
+    CancellationToken,
+    DeferredToolRequests,
+    DeferredToolResults,
+    RunCancelled,
+    ToolApproved,
+    ToolDenied,
+)
 from pydantic_ai.capabilities import UseThreadExecutor
 from pydantic_ai.messages import (
     FunctionToolCallEvent,
     FunctionToolResultEvent,
     ModelMessage,
     ModelRequest,
+    ModelRequestPart,
     ModelResponse,
     ModelResponsePart,
     PartDeltaEvent,
@@ -36,9 +51,10 @@ from pydantic_ai.messages import (
 )
 from pydantic_core import to_jsonable_python
 
-from tether.events import Usage
+from tether.errors import UsageError
+from tether.events import DEFAULT_DENIAL, PendingCall, ToolDecision, Usage
 from tether.records import AssistantItem, HistoryItem, UserItem
-from tether.runtimes.base import RunSink, StopSignal, Turn
+from tether.runtimes.base import Paused, RunSink, StopSignal, Turn
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +72,24 @@ class PydanticAIRuntime:
     def accepts(self, agent: object) -> bool:
         return isinstance(agent, Agent)
 
-    async def drive(self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal) -> None:
+    async def drive(
+        self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal
+    ) -> Paused | None:
         assert isinstance(agent, Agent)
         pa_agent = cast(Agent[Any, Any], agent)
         token = CancellationToken()
         signal.on_stop_now(token.cancel)
         executor = _RunExecutor(self._threads, run_id=turn.run_id)
+        history, prompt, decided = turn.history, turn.prompt, None
+        if turn.resume is not None:
+            history = [*turn.history, *turn.resume.items]
+            prompt, decided = None, _deferred_results(turn.resume.decisions)
         try:
             async with pa_agent.iter(
-                turn.prompt,
-                message_history=to_messages(turn.history),
+                prompt,
+                message_history=to_messages(history),
+                deferred_tool_results=decided,
+                output_type=[pa_agent.output_type, DeferredToolRequests],
                 cancellation_token=token,
                 capabilities=[UseThreadExecutor(executor)],
             ) as run:
@@ -83,9 +107,33 @@ class PydanticAIRuntime:
                             async for event in events:
                                 _on_tool_event(event, sink)
         except RunCancelled:
-            return
+            return None
         finally:
             executor.is_closed = True
+        output = run.result.output if run.result is not None else None
+        return _paused(output) if isinstance(output, DeferredToolRequests) else None
+
+
+def _paused(requests: DeferredToolRequests) -> Paused:
+    if requests.calls:
+        tools = ", ".join(sorted({c.tool_name for c in requests.calls}))
+        raise UsageError(f"tools deferred for external execution are not supported: {tools}")
+    calls = tuple(
+        PendingCall(call_id=c.tool_call_id, tool=c.tool_name, args=_args(c))
+        for c in requests.approvals
+    )
+    return Paused(calls=calls)
+
+
+def _deferred_results(decisions: Sequence[ToolDecision]) -> DeferredToolResults:
+    approvals: dict[str, ToolApproved | ToolDenied] = {}
+    for d in decisions:
+        if d.approved:
+            args = dict(d.args) if d.args is not None else None
+            approvals[d.call_id] = ToolApproved(override_args=args)
+        else:
+            approvals[d.call_id] = ToolDenied(d.message or DEFAULT_DENIAL)
+    return DeferredToolResults(approvals=dict(approvals))
 
 
 def _on_model_event(event: object, sink: RunSink) -> None:
@@ -144,17 +192,20 @@ def _response(item: AssistantItem) -> list[ModelMessage]:
     )
     state = "interrupted" if item.is_interrupted else "complete"
     out: list[ModelMessage] = [ModelResponse(parts=parts, state=state)]
-    if item.tool_calls:
-        returns = [
-            ToolReturnPart(
-                tool_name=c.tool,
-                content=c.result,
-                tool_call_id=c.call_id,
-                outcome="failed" if c.is_error else "success",
-            )
-            for c in item.tool_calls
-        ]
-        out.append(ModelRequest(parts=list(returns)))
+    # Calls still waiting for a decision get their results from the continuation's
+    # DeferredToolResults, not from history.
+    returns: list[ModelRequestPart] = [
+        ToolReturnPart(
+            tool_name=c.tool,
+            content=c.result,
+            tool_call_id=c.call_id,
+            outcome="failed" if c.is_error else "success",
+        )
+        for c in item.tool_calls
+        if not c.is_pending
+    ]
+    if returns:
+        out.append(ModelRequest(parts=returns))
     return out
 
 

@@ -4,8 +4,16 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
+from pydantic import JsonValue
+
 from tether.errors import Conflict, NotFound
-from tether.events import ACTIVE_STATUSES, TERMINAL_STATUSES, RunFinished, event_json
+from tether.events import (
+    ACTIVE_STATUSES,
+    LEASED_STATUSES,
+    TERMINAL_STATUSES,
+    RunFinished,
+    event_json,
+)
 from tether.ids import MessageId, RunId, SessionId, UserId
 from tether.records import (
     CancelRequest,
@@ -15,7 +23,7 @@ from tether.records import (
     SessionRecord,
     ToolCallRecord,
 )
-from tether.storage.store import Finish, StoredEvent, WriteBatch
+from tether.storage.store import Finish, LiveEvents, StoredEvent, WriteBatch
 
 
 class MemoryStore:
@@ -142,14 +150,23 @@ class MemoryStore:
                 cancelled.append(run)
         return cancelled
 
-    async def interrupt_expired(self, now: datetime) -> list[RunRecord]:
-        expired = [
-            r
-            for r in self._runs.values()
-            if r.status in ACTIVE_STATUSES
-            and r.lease_expires_at is not None
-            and r.lease_expires_at < now
-        ]
+    async def interrupt_expired(
+        self, now: datetime, *, live: LiveEvents | None = None
+    ) -> list[RunRecord]:
+        def is_expired(r: RunRecord) -> bool:
+            return (
+                r.status in LEASED_STATUSES
+                and r.lease_expires_at is not None
+                and r.lease_expires_at < now
+            )
+
+        expired = [r for r in self._runs.values() if is_expired(r)]
+        published: dict[RunId, int] = {}
+        if live is not None and expired:
+            published = await live.last_seqs([r.run_id for r in expired])
+        # Checked again: other tasks ran during that await.
+        expired = [r for e in expired if (r := self._runs.get(e.run_id)) and is_expired(r)]
+        terminals: list[StoredEvent] = []
         for run in expired:
             finish = Finish(
                 status="interrupted",
@@ -169,7 +186,7 @@ class MemoryStore:
                         c, status="cancelled", error="worker lost", finished_at=now
                     )
             events = self._events.setdefault(run.run_id, {})
-            seq = max(events, default=-1) + 1
+            seq = max(max(events, default=-1), published.get(run.run_id, -1)) + 1
             terminal = RunFinished(
                 run_id=run.run_id, seq=seq, status="interrupted", reason="worker_lost"
             )
@@ -179,7 +196,61 @@ class MemoryStore:
                 kind=terminal.kind,
                 payload=event_json(terminal),
             )
+            terminals.append(events[seq])
+        if live is not None:
+            for event in terminals:
+                live.publish(event)
         return [self._runs[r.run_id] for r in expired]
+
+    async def pause_run(
+        self, run_id: RunId, *, owner: str, expires_at: datetime | None, state: JsonValue
+    ) -> bool:
+        run = self._require_run(run_id)
+        if run.status != "running" or run.owner != owner:
+            return False
+        self._runs[run_id] = dataclasses.replace(
+            run, status="paused", owner=None, lease_expires_at=expires_at, resume_state=state
+        )
+        return True
+
+    async def resume_run(
+        self, run_id: RunId, *, owner: str, lease_expires_at: datetime
+    ) -> RunRecord | None:
+        run = self._require_run(run_id)
+        if run.status != "paused":
+            return None
+        resumed = dataclasses.replace(
+            run, status="running", owner=owner, lease_expires_at=lease_expires_at
+        )
+        self._runs[run_id] = resumed
+        return resumed
+
+    async def end_paused(
+        self, run_id: RunId, finish: Finish, *, cancel: CancelRequest, batch: WriteBatch
+    ) -> RunRecord | None:
+        run = self._require_run(run_id)
+        if run.status != "paused":
+            return None
+        self._runs[run_id] = dataclasses.replace(run, cancel=run.cancel or cancel)
+        await self.write(batch)
+        ended = await self.finish_run(run_id, finish)
+        self._runs[run_id] = ended = dataclasses.replace(ended, owner=None, resume_state=None)
+        return ended
+
+    async def expired_paused(self, now: datetime) -> list[RunRecord]:
+        return [
+            r
+            for r in self._runs.values()
+            if r.status == "paused" and r.lease_expires_at is not None and r.lease_expires_at < now
+        ]
+
+    async def last_seq(self, run_id: RunId) -> int:
+        return max(self._events.get(run_id, {}), default=-1)
+
+    async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
+        if (run := self._runs.get(run_id)) is None:
+            return []
+        return [m for m in await self.messages(run.session_id) if m.run_id == run_id]
 
     async def write(self, batch: WriteBatch) -> None:
         for message in batch.messages:

@@ -15,10 +15,12 @@ Deliberately not done: no ORM relationships and no identity map shared between c
 record returned is a fresh, frozen copy of what the database held.
 """
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, Final, TypeVar
 
+from pydantic import JsonValue
 from sqlalchemy import ColumnElement, Select, func, insert, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,7 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from tether.errors import Conflict, NotFound, UsageError
-from tether.events import ACTIVE_STATUSES, TERMINAL_STATUSES, RunFinished, event_json
+from tether.events import (
+    ACTIVE_STATUSES,
+    LEASED_STATUSES,
+    TERMINAL_STATUSES,
+    RunFinished,
+    event_json,
+)
 from tether.ids import RunId, SessionId, UserId
 from tether.records import (
     CancelRequest,
@@ -40,8 +48,9 @@ from tether.records import (
     ToolCallRecord,
     utcnow,
 )
+from tether.storage import _sql_writes as _writes
 from tether.storage._engine import DEFAULT_RETRY_BUDGET_S, WRITE_OPTION, open_engine, run_unit
-from tether.storage.store import Finish, StoredEvent, WriteBatch
+from tether.storage.store import Finish, LiveEvents, StoredEvent, WriteBatch
 from tether.storage.tables import Base, MessageRow, RunEventRow, RunRow, SessionRow, ToolCallRow
 
 __all__ = ["DEFAULT_RETRY_BUDGET_S", "WRITE_OPTION", "SqlStore", "open_engine"]
@@ -277,13 +286,31 @@ class SqlStore:
         order = {run_id: i for i, run_id in enumerate(run_ids)}
         return sorted((r for r in renewed if r.cancel is not None), key=lambda r: order[r.run_id])
 
-    async def interrupt_expired(self, now: datetime) -> list[RunRecord]:
+    async def interrupt_expired(
+        self, now: datetime, *, live: LiveEvents | None = None
+    ) -> list[RunRecord]:
+        is_expired: list[ColumnElement[bool]] = [
+            RunRow.status.in_(LEASED_STATUSES),
+            RunRow.lease_expires_at < now,
+        ]
+        published: dict[RunId, int] = {}
+        if live is not None:
+            # Asked before the transaction, so no row stays locked across a bus round trip; the
+            # UPDATE is then limited to these runs (any other is found at the next beat).
+            found = await self._scalars(select(RunRow.run_id).where(*is_expired))
+            candidates = [RunId(run_id) for run_id in found]
+            if not candidates:
+                return []
+            published = await live.last_seqs(candidates)
+            is_expired.append(RunRow.run_id.in_(candidates))
+        terminals: list[StoredEvent] = []
+
         async def work(db: AsyncSession) -> list[RunRecord]:
             # The CAS: a concurrent recoverer (or the owner finishing late) changes each run at
             # most once, because the second UPDATE no longer matches once the first commits.
             expired = await db.scalars(
                 update(RunRow)
-                .where(_ACTIVE, RunRow.lease_expires_at < now)
+                .where(*is_expired)
                 .values(
                     status="interrupted",
                     reason="worker_lost",
@@ -294,17 +321,34 @@ class SqlStore:
                 .returning(RunRow)
             )
             runs = sorted((r.to_record() for r in expired), key=lambda r: (r.started_at, r.run_id))
-            if runs:
-                await self._close_lost_runs(db, [r.run_id for r in runs], now=now)
+            terminals[:] = await self._close_lost_runs(
+                db, [r.run_id for r in runs], now=now, published=published
+            )
             return runs
 
         # Deliberate: a replay after a commit that did succeed would find nothing and return [],
         # losing the caller's list of runs to announce.
-        return await self._unit(work, is_write=True, is_idempotent=False)
+        runs = await self._unit(work, is_write=True, is_idempotent=False)
+        if live is not None:
+            for event in terminals:  # only once committed: a viewer that got one ends for good
+                live.publish(event)
+        return runs
 
     async def _close_lost_runs(
-        self, db: AsyncSession, run_ids: list[RunId], *, now: datetime
-    ) -> None:
+        self,
+        db: AsyncSession,
+        run_ids: list[RunId],
+        *,
+        now: datetime,
+        published: Mapping[RunId, int],
+    ) -> list[StoredEvent]:
+        """Close the runs' messages and tool calls; append their terminal events and return them.
+
+        A terminal event's seq follows both the run's last stored event and the last one
+        ``published`` on the bus, which viewers may have seen though it was never stored.
+        """
+        if not run_ids:
+            return []
         await db.execute(
             update(MessageRow)
             .where(MessageRow.run_id.in_(run_ids), MessageRow.status == "streaming")
@@ -321,19 +365,23 @@ class SqlStore:
             .group_by(RunEventRow.run_id)
         )
         last = dict(max_seqs.all())
-        terminal_events: list[dict[str, Any]] = []
+        terminals: dict[RunId, StoredEvent] = {}
         for run_id in run_ids:
-            seq = last.get(run_id, -1) + 1
+            seq = max(last.get(run_id, -1), published.get(run_id, -1)) + 1
             terminal = RunFinished(
                 run_id=run_id, seq=seq, status="interrupted", reason="worker_lost"
             )
-            stored = StoredEvent(
+            terminals[run_id] = StoredEvent(
                 run_id=run_id, seq=seq, kind=terminal.kind, payload=event_json(terminal)
             )
-            terminal_events.append(RunEventRow.values(stored, at=now))
         # Deliberate: if the lost worker is still alive and appended at this seq in between, its
-        # event stays and this one is dropped rather than failing the whole recovery.
-        await db.execute(self._insert(RunEventRow).on_conflict_do_nothing(), terminal_events)
+        # event stays and this one is dropped rather than failing the whole recovery; only the
+        # ones stored are returned, to be published.
+        inserted = await db.scalars(
+            self._insert(RunEventRow).on_conflict_do_nothing().returning(RunEventRow.run_id),
+            [RunEventRow.values(t, at=now) for t in terminals.values()],
+        )
+        return [terminals[RunId(run_id)] for run_id in inserted]
 
     # What the run streamed
 
@@ -343,43 +391,64 @@ class SqlStore:
         at = utcnow()
 
         async def work(db: AsyncSession) -> None:
-            if batch.messages:
-                stmt = self._insert(MessageRow)
-                excluded = stmt.excluded
-                await db.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[MessageRow.message_id],
-                        set_={k: excluded[k] for k in ("content", "status", "completed_at")},
-                    ),
-                    [MessageRow.values(m) for m in batch.messages],
-                )
-            if batch.tool_calls:
-                stmt = self._insert(ToolCallRow)
-                excluded = stmt.excluded
-                await db.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[ToolCallRow.run_id, ToolCallRow.call_id],
-                        set_={
-                            k: excluded[k]
-                            for k in ("args", "status", "result", "error", "finished_at")
-                        },
-                    ),
-                    [ToolCallRow.values(c) for c in batch.tool_calls],
-                )
-            if batch.events:
-                await db.execute(
-                    self._insert(RunEventRow).on_conflict_do_nothing(),
-                    [RunEventRow.values(e, at=at) for e in batch.events],
-                )
-            # One statement per run: a batch carries one run's usage, or a few with children.
-            for run_id, usage in batch.usage.items():
-                await db.execute(
-                    update(RunRow)
-                    .where(RunRow.run_id == run_id)
-                    .values(**RunRow.usage_values(usage))
-                )
+            await _writes.write_batch(db, batch, insert=self._insert, at=at)
 
         await self._unit(work, is_write=True)
+
+    # Paused runs
+
+    async def pause_run(
+        self, run_id: RunId, *, owner: str, expires_at: datetime | None, state: JsonValue
+    ) -> bool:
+        work = partial(
+            _writes.pause, run_id=run_id, owner=owner, expires_at=expires_at, state=state
+        )
+        # Deliberate: a replay after a commit that did succeed would answer False.
+        return await self._unit(work, is_write=True, is_idempotent=False)
+
+    async def resume_run(
+        self, run_id: RunId, *, owner: str, lease_expires_at: datetime
+    ) -> RunRecord | None:
+        async def work(db: AsyncSession) -> RunRecord | None:
+            found = await _writes.resume(db, run_id, owner=owner, lease_expires_at=lease_expires_at)
+            if found is None and await db.get(RunRow, run_id) is None:
+                raise NotFound(f"no run {run_id}", run_id=run_id)
+            return found
+
+        # Deliberate: a replay after a commit that did succeed would answer None.
+        return await self._unit(work, is_write=True, is_idempotent=False)
+
+    async def end_paused(
+        self, run_id: RunId, finish: Finish, *, cancel: CancelRequest, batch: WriteBatch
+    ) -> RunRecord | None:
+        async def work(db: AsyncSession) -> RunRecord | None:
+            ended = await _writes.end_paused(
+                db, run_id, finish, cancel=cancel, batch=batch, insert=self._insert
+            )
+            if ended is None and await db.get(RunRow, run_id) is None:
+                raise NotFound(f"no run {run_id}", run_id=run_id)
+            return ended
+
+        return await self._unit(work, is_write=True)
+
+    async def expired_paused(self, now: datetime) -> list[RunRecord]:
+        stmt = select(RunRow).where(RunRow.status == "paused", RunRow.lease_expires_at < now)
+        return await self._select_runs(stmt)
+
+    async def last_seq(self, run_id: RunId) -> int:
+        return await self._unit(partial(_writes.last_seq, run_id=run_id))
+
+    async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
+        async def work(db: AsyncSession) -> list[MessageRecord]:
+            run = await db.get(RunRow, run_id)
+            if run is None:
+                return []
+            messages = await _load_messages(
+                db, SessionId(run.session_id), run_filter=(RunRow.run_id == run_id,)
+            )
+            return messages
+
+        return await self._unit(work)
 
     async def events_after(self, run_id: RunId, after_seq: int, *, limit: int) -> list[StoredEvent]:
         stmt = (

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from pydantic import JsonValue
+
 from tether.events import StopReason, TerminalStatus, Usage
 from tether.ids import RunId, SessionId, UserId
 from tether.records import (
@@ -60,6 +62,13 @@ class Finish:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     finished_at: datetime
+
+
+class LiveEvents(Protocol):
+    """What recovery needs from the live event bus (``tether.bus.base.EventBus`` is one)."""
+
+    async def last_seqs(self, run_ids: Sequence[RunId]) -> dict[RunId, int]: ...
+    def publish(self, event: StoredEvent) -> None: ...
 
 
 class Store(Protocol):
@@ -122,13 +131,63 @@ class Store(Protocol):
         """Extend the leases of ``owner``'s running runs; return those with a cancel requested."""
         ...
 
-    async def interrupt_expired(self, now: datetime) -> list[RunRecord]:
+    async def interrupt_expired(
+        self, now: datetime, *, live: LiveEvents | None = None
+    ) -> list[RunRecord]:
         """Mark runs whose lease expired ``interrupted``/``worker_lost``, as one recovery.
 
         Keeps their flushed partial text (streaming messages become ``interrupted``), closes their
-        open tool calls ``cancelled``, and appends a terminal ``run_finished`` event after their
-        last one so stream replays end.
+        open tool calls ``cancelled``, and appends a terminal ``run_finished`` event so stream
+        replays end. Its seq follows their last stored event and, given ``live``, the last one
+        the bus carried (a dead worker's viewers may have seen events it never stored): no
+        viewer has seen that seq yet. Once committed, the terminal events are published on
+        ``live``, so live viewers end at once.
         """
+        ...
+
+    # Paused runs (human in the loop)
+    async def pause_run(
+        self, run_id: RunId, *, owner: str, expires_at: datetime | None, state: JsonValue
+    ) -> bool:
+        """Move ``owner``'s running run to ``paused``; False if it is no longer running there.
+
+        A paused run has no owner; ``lease_expires_at`` holds its approval deadline (None: it
+        waits for ever) and ``resume_state`` what its runtime needs to continue.
+        """
+        ...
+
+    async def resume_run(
+        self, run_id: RunId, *, owner: str, lease_expires_at: datetime
+    ) -> RunRecord | None:
+        """Move a paused run to ``running`` under ``owner``; None if it is not paused any more.
+
+        Raises:
+            NotFound: no such run.
+        """
+        ...
+
+    async def end_paused(
+        self, run_id: RunId, finish: Finish, *, cancel: CancelRequest, batch: WriteBatch
+    ) -> RunRecord | None:
+        """End a paused run, recording ``cancel`` and writing ``batch``, all or nothing.
+
+        Compare-and-set: return the ended run, or None if it was not paused (nothing changed).
+
+        Raises:
+            NotFound: no such run.
+        """
+        ...
+
+    async def expired_paused(self, now: datetime) -> list[RunRecord]:
+        """Paused runs whose approval deadline is before ``now``."""
+        ...
+
+    async def last_seq(self, run_id: RunId) -> int:
+        """The seq of the run's last stored event (-1: none)."""
+        ...
+
+    async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
+        """One run's messages in order, with their tool calls."""
         ...
 
     # What the run streamed

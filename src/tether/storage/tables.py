@@ -152,6 +152,7 @@ class RunRow(Base):
     cancel_mode: Mapped[StopMode | None] = mapped_column(String)
     cancel_action: Mapped[StopAction | None] = mapped_column(String)
     client_request_id: Mapped[str | None] = mapped_column(String)
+    resume_state: Mapped[JsonValue] = mapped_column(JSON, nullable=True)
 
     def to_record(self) -> RunRecord:
         cancel = None
@@ -185,6 +186,7 @@ class RunRow(Base):
             lease_expires_at=self.lease_expires_at,
             cancel=cancel,
             client_request_id=self.client_request_id,
+            resume_state=self.resume_state,
         )
 
     @staticmethod
@@ -203,6 +205,7 @@ class RunRow(Base):
             "owner": run.owner,
             "lease_expires_at": run.lease_expires_at,
             "client_request_id": run.client_request_id,
+            "resume_state": run.resume_state,
             **RunRow.usage_values(run.usage),
             **RunRow.cancel_values(run.cancel),
         }

@@ -1,0 +1,127 @@
+"""The statements behind ``SqlStore``'s writes of what runs streamed and of paused runs.
+
+Each function runs inside the caller's unit of work (one session, one transaction); the
+``SqlStore`` method around it owns the transaction and its retries.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+from pydantic import JsonValue
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tether.ids import RunId
+from tether.records import CancelRequest, RunRecord
+from tether.storage.store import Finish, WriteBatch
+from tether.storage.tables import Base, MessageRow, RunEventRow, RunRow, ToolCallRow
+
+Inserter = Callable[[type[Base]], PgInsert | SqliteInsert]
+
+_MESSAGE_UPDATES: Final = ("content", "status", "completed_at")
+_TOOL_CALL_UPDATES: Final = ("args", "status", "result", "error", "finished_at")
+
+
+async def write_batch(
+    db: AsyncSession, batch: WriteBatch, *, insert: Inserter, at: datetime
+) -> None:
+    """Upsert messages and tool calls, append events (idempotent), set usage."""
+    if batch.messages:
+        stmt = insert(MessageRow)
+        await db.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[MessageRow.message_id],
+                set_={k: stmt.excluded[k] for k in _MESSAGE_UPDATES},
+            ),
+            [MessageRow.values(m) for m in batch.messages],
+        )
+    if batch.tool_calls:
+        stmt = insert(ToolCallRow)
+        await db.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[ToolCallRow.run_id, ToolCallRow.call_id],
+                set_={k: stmt.excluded[k] for k in _TOOL_CALL_UPDATES},
+            ),
+            [ToolCallRow.values(c) for c in batch.tool_calls],
+        )
+    if batch.events:
+        await db.execute(
+            insert(RunEventRow).on_conflict_do_nothing(),
+            [RunEventRow.values(e, at=at) for e in batch.events],
+        )
+    # One statement per run: a batch carries one run's usage, or a few with children.
+    for run_id, usage in batch.usage.items():
+        await db.execute(
+            update(RunRow).where(RunRow.run_id == run_id).values(**RunRow.usage_values(usage))
+        )
+
+
+async def pause(
+    db: AsyncSession, run_id: RunId, *, owner: str, expires_at: datetime | None, state: JsonValue
+) -> bool:
+    stmt = (
+        update(RunRow)
+        .where(RunRow.run_id == run_id, RunRow.status == "running", RunRow.owner == owner)
+        .values(status="paused", owner=None, lease_expires_at=expires_at, resume_state=state)
+        .returning(RunRow.run_id)
+    )
+    return (await db.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def resume(
+    db: AsyncSession, run_id: RunId, *, owner: str, lease_expires_at: datetime
+) -> RunRecord | None:
+    """The CAS paused -> running (the resume state stays until the run pauses again or ends)."""
+    stmt = (
+        update(RunRow)
+        .where(RunRow.run_id == run_id, RunRow.status == "paused")
+        .values(status="running", owner=owner, lease_expires_at=lease_expires_at)
+        .returning(RunRow)
+    )
+    row = (await db.scalars(stmt)).one_or_none()
+    return row.to_record() if row is not None else None
+
+
+async def end_paused(
+    db: AsyncSession,
+    run_id: RunId,
+    finish: Finish,
+    *,
+    cancel: CancelRequest,
+    batch: WriteBatch,
+    insert: Inserter,
+) -> RunRecord | None:
+    """The CAS paused -> terminal, with the batch; None if the run was not paused."""
+    stmt = (
+        update(RunRow)
+        .where(RunRow.run_id == run_id, RunRow.status == "paused")
+        .values(
+            status=finish.status,
+            reason=finish.reason,
+            error=finish.error,
+            finished_at=finish.finished_at,
+            lease_expires_at=None,
+            resume_state=None,
+            **RunRow.usage_values(finish.usage),
+        )
+        .returning(RunRow)
+    )
+    row = (await db.scalars(stmt)).one_or_none()
+    if row is None:
+        return None
+    if row.cancel_requested_at is None:
+        await db.execute(
+            update(RunRow).where(RunRow.run_id == run_id).values(**RunRow.cancel_values(cancel))
+        )
+    await write_batch(db, batch, insert=insert, at=finish.finished_at)
+    await db.refresh(row)
+    return row.to_record()
+
+
+async def last_seq(db: AsyncSession, run_id: RunId) -> int:
+    stmt = select(func.max(RunEventRow.seq)).where(RunEventRow.run_id == run_id)
+    found = (await db.execute(stmt)).scalar_one_or_none()
+    return -1 if found is None else found
