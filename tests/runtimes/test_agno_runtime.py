@@ -7,7 +7,6 @@ import pytest
 from agno.agent import Agent
 from agno.run.cancel import aget_active_runs
 from agno.team import Team
-from agno.tools.function import Function
 from agno.workflow import Step, Workflow
 
 from tests.runtimes._agno_helpers import ChildRecordingSink, ManualSignal, RecordingSink
@@ -122,17 +121,6 @@ async def test_a_request_beyond_the_script_fails_the_run() -> None:
     with pytest.raises(AgentRunError, match="beyond the script"):
         await drive(Agent(telemetry=False, model=model, tools=[lookup]), RecordingSink())
     assert model.unexpected == [2]
-
-
-async def test_a_pause_for_human_confirmation_is_a_usage_error() -> None:
-    async def delete(path: str) -> str:
-        """Delete a file."""
-        return "deleted"
-
-    confirmed = Function(name="delete", entrypoint=delete, requires_confirmation=True)
-    model = scripted_agno([tool_call("delete", {"path": "/"})])
-    with pytest.raises(UsageError, match="paused for human input"):
-        await drive(Agent(telemetry=False, model=model, tools=[confirmed]), RecordingSink())
 
 
 async def test_stop_now_mid_text_returns_with_only_the_text_before_the_stop() -> None:

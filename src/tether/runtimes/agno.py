@@ -9,9 +9,17 @@ cancel cascades to runs Agno detached from ours — a team runs each delegation 
 task of its own, which our scope cannot reach; those are cancelled too. A stop after the turn
 is honoured at the next model request or workflow step.
 
-Deliberately not done: Agno's human-in-the-loop pauses (a paused run fails with ``UsageError``)
-and Agno's stored history (``add_history_to_context`` is off; history comes from tether's
-records, see ``agno_history.py``).
+Approval. An agent's tool made with ``requires_confirmation=True`` pauses the run: the turn
+returns ``Paused`` with the waiting calls and, as its state, Agno's paused ``RunOutput``. The
+continuation gives that ``RunOutput``, with the decisions applied, to Agno's ``acontinue_run``:
+approved calls run (reported as usual), denied ones get their reason as an error result the
+model reads, and the stream is reported and stopped like any other (see ``_agno_approval.py``).
+Only an agent's own confirmations are supported. A pause for user input or external
+execution, and any pause of a team or a workflow (including a member or a step whose tool needs
+confirmation), fails the run with ``UsageError``.
+
+Deliberately not done: Agno's stored history (``add_history_to_context`` is off; history comes
+from tether's records, see ``agno_history.py``).
 """
 
 import asyncio
@@ -26,9 +34,10 @@ from agno.team import Team
 from agno.workflow import Workflow
 
 from tether.errors import UsageError
+from tether.runtimes._agno_approval import continued, paused
 from tether.runtimes.agno_events import Children, ChildSink, EventRouter, OpenChild
-from tether.runtimes.agno_history import with_history, workflow_input
-from tether.runtimes.base import RunSink, StopSignal, Turn
+from tether.runtimes.agno_history import with_history, without_stored_history, workflow_input
+from tether.runtimes.base import Paused, RunSink, StopSignal, Turn
 
 AGNO_CANCEL_TIMEOUT_S = 1.0
 """How long telling Agno about a stop may take (its cancellation manager may be Redis)."""
@@ -43,12 +52,14 @@ class AgnoRuntime:
     def accepts(self, agent: object) -> bool:
         return isinstance(agent, Agent | Team | Workflow)
 
-    async def drive(self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal) -> None:
-        """Run one turn of ``agent``; return when it is over or stopped.
+    async def drive(
+        self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal
+    ) -> Paused | None:
+        """Run or continue one turn of ``agent``; return when it is over, stopped or paused.
 
         Raises:
             UsageError: ``agent`` is not an Agno agent, team or workflow, or it paused for
-                human input.
+                something other than an agent's tool confirmation.
             ProviderError: the model failed.
             AgentRunError: the Agno run failed otherwise.
         """
@@ -60,18 +71,25 @@ class AgnoRuntime:
             sink=sink,
             children=children,
             is_workflow=isinstance(agent, Workflow),
+            can_pause=isinstance(agent, Agent),
         )
+        # Agno only prepares here (its run is registered once the stream starts), so a failure
+        # here, such as a paused state that can't be continued, leaves nothing to cancel.
+        stream = _stream(agent, turn)
         scope = anyio.CancelScope()
         signal.on_stop_now(scope.cancel)
         is_over = False
         try:
             with scope:
-                is_over = await _pump(_stream(agent, turn), router, signal, scope)
+                is_over = await _pump(stream, router, signal, scope)
         finally:
             children.finish_open("cancelled")
             if not is_over:
                 with anyio.move_on_after(AGNO_CANCEL_TIMEOUT_S, shield=True):
                     await cancel_in_agno(agent, turn.run_id)
+        if is_over and router.paused is not None:
+            return paused(router.paused, run_id=turn.run_id)
+        return None
 
 
 async def _pump(
@@ -96,7 +114,22 @@ async def _pump(
 def _stream(agent: Target, turn: Turn) -> AsyncGenerator[object]:
     # Agno's run signatures are partly untyped; only the generator they return matters here.
     runner: Any
-    if isinstance(agent, Workflow):
+    if turn.resume is not None:
+        if not isinstance(agent, Agent):  # only an agent's run can have paused
+            raise UsageError(f"an Agno {type(agent).__name__} can't continue a paused run")
+        runner = without_stored_history(agent)
+        stream = runner.acontinue_run(
+            continued(
+                turn.resume.state,
+                turn.resume.decisions,
+                run_id=turn.run_id,
+                session_id=turn.session_id,
+            ),
+            stream=True,
+            stream_events=True,
+            yield_run_output=True,  # a paused run ends its stream with its RunOutput
+        )
+    elif isinstance(agent, Workflow):
         runner = agent
         stream = runner.arun(
             input=workflow_input(turn.prompt, turn.history),
@@ -114,6 +147,7 @@ def _stream(agent: Target, turn: Turn) -> AsyncGenerator[object]:
             run_id=turn.run_id,
             session_id=turn.session_id,
             add_history_to_context=False,
+            yield_run_output=isinstance(agent, Agent),
         )
     # Agno's streaming runs are async generators: aclosing needs their aclose().
     assert isinstance(stream, AsyncGenerator)

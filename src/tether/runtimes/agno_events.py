@@ -11,6 +11,11 @@ own ``run_id``. ``EventRouter`` sends each run's text, tool calls and usage to i
   except that a workflow's step executors' text is also the workflow's own text (a workflow has
   no model of its own: what its steps say is what it says).
 
+Pauses: an agent run that pauses for confirmation ends its stream with the paused
+``RunOutput``, which the router keeps (``paused``) for ``agno.py`` to turn into tether's
+``Paused``. Any other pause of the top-level run (a team's, a workflow's, or any pause when the
+router isn't told the run ``can_pause``) fails the run with ``UsageError``.
+
 Deliberately not done here: stopping. The router only says which events are step boundaries;
 ``agno.py`` decides to stop there.
 """
@@ -21,6 +26,7 @@ from typing import Any, Literal, Protocol
 from agno.run import agent as agent_events
 from agno.run import team as team_events
 from agno.run import workflow as workflow_events
+from agno.run.agent import RunOutput
 from pydantic import BaseModel, JsonValue
 from pydantic_core import to_jsonable_python
 
@@ -111,9 +117,18 @@ class EventRouter:
     """Routes one Agno stream's events to the sinks of the runs they belong to."""
 
     def __init__(
-        self, *, run_id: str, sink: RunSink, children: Children, is_workflow: bool = False
+        self,
+        *,
+        run_id: str,
+        sink: RunSink,
+        children: Children,
+        is_workflow: bool = False,
+        can_pause: bool = False,
     ) -> None:
         self._run_id = run_id
+        self._can_pause = can_pause
+        self.paused: RunOutput | None = None
+        """The top-level agent run as it paused for confirmation (when ``can_pause``)."""
         self._sink = sink
         self._top = _Source(name="", sink=sink)
         self._sources: dict[str, _Source] = {run_id: self._top}
@@ -132,7 +147,7 @@ class EventRouter:
 
         Raises:
             ProviderError: the top-level run failed calling its model.
-            UsageError: the run paused for human input, which tether does not support.
+            UsageError: the run paused, and it isn't an agent run that ``can_pause``.
             AgentRunError: the top-level run failed otherwise, or Agno cancelled it by itself.
         """
         match event:
@@ -166,16 +181,25 @@ class EventRouter:
                 self._ended(event, "failed")
             case workflow_events.WorkflowErrorEvent():
                 raise _failure(event.error, event.error_type, run_id=self._run_id)
-            case _ if isinstance(event, _PAUSED):
-                if self._is_top(getattr(event, "run_id", None)):
-                    raise UsageError(
-                        "the Agno run paused for human input, which tether does not support",
-                        run_id=self._run_id,
-                    )
+            case _ if isinstance(event, (*_PAUSED, RunOutput)):
+                self._paused(event)
             case workflow_events.WorkflowCancelledEvent():
                 self._ended(event, "cancelled")
             case _:
                 pass
+
+    def _paused(self, event: object) -> None:
+        if not self._is_top(getattr(event, "run_id", None)):
+            return  # a member's or step's pause surfaces as its parent's
+        if isinstance(event, RunOutput):
+            if event.is_paused:  # the stream's last item, after its RunPausedEvent
+                self.paused = event
+        elif not (self._can_pause and isinstance(event, agent_events.RunPausedEvent)):
+            raise UsageError(
+                "the Agno run paused for human input; tether continues only an agent's own "
+                "tools that need confirmation, not a team's or a workflow's pause",
+                run_id=self._run_id,
+            )
 
     # --- one run's reports -----------------------------------------------------------
 
@@ -219,7 +243,7 @@ class EventRouter:
         if source.sink is None or tool is None:
             return
         args: Mapping[str, JsonValue] = to_jsonable_python(tool.tool_args or {})
-        source.sink.tool_started(_call_id(tool), tool.tool_name or "", args)
+        source.sink.tool_started(call_id_of(tool), tool.tool_name or "", args)
 
     def _tool_finished(self, source: _Source, tool: Any) -> None:
         if source.sink is None or tool is None:
@@ -227,9 +251,9 @@ class EventRouter:
         result: JsonValue = to_jsonable_python(tool.result)
         if tool.tool_call_error:
             error = str(result) if result is not None else "the tool failed"
-            source.sink.tool_finished(_call_id(tool), ok=False, error=error)
+            source.sink.tool_finished(call_id_of(tool), ok=False, error=error)
         else:
-            source.sink.tool_finished(_call_id(tool), ok=True, result=result)
+            source.sink.tool_finished(call_id_of(tool), ok=True, result=result)
 
     def _ended(self, event: Any, status: ChildStatus) -> None:
         run_id: str | None = event.run_id
@@ -260,7 +284,7 @@ def _name(event: Any) -> str:
     return "agno"
 
 
-def _call_id(tool: Any) -> str:
+def call_id_of(tool: Any) -> str:
     # Some providers omit ids; Agno then invents one, so this fallback is only a guard.
     return str(tool.tool_call_id or f"{tool.tool_name}-{tool.created_at}")
 

@@ -86,6 +86,17 @@ def with_history(target: A, history: Sequence[HistoryItem]) -> A:
     return run_copy
 
 
+def without_stored_history(agent: Agent) -> Agent:
+    """A shallow copy of ``agent`` that reads no history from Agno's database.
+
+    For continuing a paused run: its stored messages already hold tether's history, and
+    ``acontinue_run`` takes no ``add_history_to_context`` of its own.
+    """
+    run_copy = copy.copy(agent)
+    run_copy.add_history_to_context = False
+    return run_copy
+
+
 def workflow_input(prompt: str, history: Sequence[HistoryItem]) -> str:
     """The prompt, preceded by the conversation so far in Agno's workflow-history format."""
     runs: list[tuple[str, list[str]]] = []
