@@ -42,3 +42,14 @@ def post_in_task(
 
     tg.start_soon(send)
     return pending
+
+
+def get_in_task(tg: TaskGroup, client: httpx.AsyncClient, path: str, **kwargs: Any) -> Pending:
+    pending = Pending()
+
+    async def send() -> None:
+        pending.response = await client.get(path, **kwargs)
+        pending.done.set()
+
+    tg.start_soon(send)
+    return pending

@@ -2,7 +2,10 @@
 
 Every error response of the API is ``application/problem+json`` (RFC 9457): ``type``, ``title``,
 ``status``, ``detail``, plus the error's structured fields (``active_run_id`` on a busy session,
-``errors`` on a validation failure). Nothing here echoes request input back.
+``errors`` on a validation failure, ``awaiting`` on decisions that don't answer a paused run's
+calls). A field named like a member of the problem itself goes under another name: a run's
+``status`` is ``run_status`` (on a conflict, e.g. resuming a run that is not paused). Nothing
+here echoes request input back.
 
 Status rules: a request we could not parse (malformed JSON, a query, header or path parameter of
 the wrong type) is 400; a well-formed body that fails validation, or a request tether refuses as
@@ -70,6 +73,8 @@ _TITLES: Final[Mapping[int, str]] = {
     504: "Model provider timed out",
 }
 _RESERVED: Final = frozenset({"type", "title", "status", "detail", "instance"})
+# Our errors' fields that share a reserved name; any other such field is dropped.
+_RENAMED: Final[Mapping[str, str]] = {"status": "run_status"}
 # Parse failures: the request is not well-formed, as opposed to well-formed but invalid.
 _PARSE_ERROR_TYPES: Final = frozenset({"json_invalid", "json_type"})
 _PARAMETER_LOCATIONS: Final = frozenset({"query", "header", "path", "cookie"})
@@ -110,8 +115,8 @@ def problem(
         "detail": detail,
     }
     for key, value in (extra or {}).items():
-        if key not in _RESERVED:
-            body[key] = _jsonable(value)
+        if (name := _RENAMED.get(key, key)) not in _RESERVED:
+            body[name] = _jsonable(value)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 

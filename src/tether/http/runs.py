@@ -1,12 +1,15 @@
-"""Run routes: start a run (streamed), stop it, read its state, and replay or follow its events.
+"""Run routes: start, resume (both streamed), stop and read runs, and replay their events.
 
-Starting validates and creates the run before the response starts, so every refusal (unknown
-agent, bad context, busy session) is a proper problem+json, and the stream then begins at
-``run_started``. The stop path does no I/O before the stop lands on a run this process drives.
+Starting and resuming validate before the response starts, so every refusal (unknown agent, bad
+context, busy session, a run that is not paused, decisions that don't answer its calls) is a
+proper problem+json, and the stream then begins at ``run_started`` (``run_resumed``). A stream
+ends at ``run_finished``, or at ``run_paused`` when the run waits for a person: the run is not
+over, and ``POST /runs/{run_id}/resume`` continues it, on any worker. The stop path does no I/O
+before the stop lands on a run this process drives.
 """
 
 import time
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import anyio
 import anyio.lowlevel
@@ -14,12 +17,21 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
+from tether.app import RunHandle
 from tether.errors import NotFound, UsageError
 from tether.events import TERMINAL_STATUSES
 from tether.http.auth import Authenticator
 from tether.http.problems import problem_responses
-from tether.http.schemas import CancelRunIn, CancelRunOut, RunOut, StartRunIn
-from tether.http.sse import event_stream, is_seen_to_end, resume_after, run_frames, stored_frames
+from tether.http.schemas import CancelRunIn, CancelRunOut, ResumeRunIn, RunOut, StartRunIn
+from tether.http.sse import (
+    driven_frames,
+    event_stream,
+    is_paused_at,
+    is_seen_to_end,
+    resume_after,
+    run_frames,
+    stored_frames,
+)
 from tether.http.state import HttpState
 from tether.ids import RunId, UserId
 
@@ -30,7 +42,10 @@ AgentName = Annotated[str, Path(min_length=1, max_length=128)]
 RunIdPath = Annotated[str, Path(min_length=1, max_length=128)]
 _SSE_DOC: Final[dict[int | str, dict[str, Any]]] = {
     200: {
-        "description": "Server-Sent Events, ending after `run_finished`.",
+        "description": (
+            "Server-Sent Events, ending after `run_finished`, or after `run_paused` when the run"
+            " waits for approval (`POST /runs/{run_id}/resume` continues it)."
+        ),
         "content": {
             "text/event-stream": {
                 "schema": {
@@ -65,29 +80,61 @@ def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     async def start_run(
         agent: AgentName, body: StartRunIn, user: Annotated[UserId, user_dep]
     ) -> EventSourceResponse:
-        """Start a run and stream its events, from `run_started` to `run_finished`."""
+        """Start a run and stream its events, from `run_started` to `run_finished`.
+
+        A run that calls a tool needing approval pauses: its stream ends with `run_paused`.
+        """
         return await _start_run(state, agent, body=body, user=user)
+
+    @router.post(
+        "/runs/{run_id}/resume",
+        response_class=EventSourceResponse,
+        responses={**_SSE_DOC, **problem_responses(404, 409)},
+    )
+    async def resume_run(
+        run_id: RunIdPath, body: ResumeRunIn, user: Annotated[UserId, user_dep]
+    ) -> EventSourceResponse:
+        """Continue a paused run with a decision for each call it waits on, and stream the rest.
+
+        The stream starts with `run_resumed` (its seq follows `run_paused`) and ends with
+        `run_finished`, or `run_paused` if the run pauses again. 409 (with the run's `run_status`):
+        the run is not paused; 422 (with the `awaiting` call ids): the decisions don't answer
+        exactly the calls that wait.
+        """
+        return await _resume_run(state, run_id, body=body, user=user)
 
     @router.post("/runs/{run_id}/cancel", responses=problem_responses(404))
     async def cancel_run(
         run_id: RunIdPath, user: Annotated[UserId, user_dep], body: CancelRunIn | None = None
     ) -> CancelRunOut:
-        """Stop a run; idempotent. `accepted` is true only for the request that stopped it."""
+        """Stop a run; idempotent. `accepted` is true only for the request that stopped it.
+
+        A paused run ends at once (`cancelled`), wherever it paused.
+        """
         return await _cancel_run(state, run_id, body=body or CancelRunIn(), user=user)
 
     @router.get("/runs/{run_id}", responses=problem_responses(404))
     async def get_run(run_id: RunIdPath, user: Annotated[UserId, user_dep]) -> RunOut:
-        """A run's state: status, timings, usage, children and how it was stopped."""
-        record = await state.record_of(run_id, user)
+        """A run's state: status, timings, usage, children and how it was stopped.
+
+        While it is paused: the calls it waits on, and until when.
+        """
+        record = state.current(await state.record_of(run_id, user))
         children = await state.engine.store.child_runs(record.run_id)
-        return RunOut.of(state.current(record), [state.current(c) for c in children])
+        awaiting = await state.awaiting_approval(record)
+        return RunOut.of(record, [state.current(c) for c in children], awaiting=awaiting)
 
     @router.get(
         "/runs/{run_id}/events",
         response_class=EventSourceResponse,
         responses={
             **_SSE_DOC,
-            204: {"description": "The client already has the run's last event."},
+            204: {
+                "description": (
+                    "The client already has the run's last event (its `run_finished`, or the"
+                    " `run_paused` of a run that waits for approval)."
+                )
+            },
             **problem_responses(404),
         },
     )
@@ -97,7 +144,11 @@ def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
         last_event_id: Annotated[str | None, Header(max_length=64)] = None,
     ) -> Response:
-        """Replay a run's events after `Last-Event-ID` (or `?after=`), then follow it live."""
+        """Replay a run's events after `Last-Event-ID` (or `?after=`), then follow it live.
+
+        The stream ends at `run_finished`, or at `run_paused` if that is the run's last event
+        and the run waits for approval (an earlier pause, since resumed, doesn't end it).
+        """
         after_seq = resume_after(last_event_id, after)
         return await _run_events(state, run_id, after_seq=after_seq, user=user)
 
@@ -123,8 +174,38 @@ async def _start_run(
         client_request_id=body.client_request_id,
     )
     state.track(handle, user=user, client_request_id=body.client_request_id)
+    return _handle_stream(state, handle, user=user, on_disconnect=body.on_disconnect)
+
+
+async def _resume_run(
+    state: HttpState, run_id: str, *, body: ResumeRunIn, user: UserId
+) -> EventSourceResponse:
+    limit = state.settings.max_message_chars
+    if any(d.message is not None and len(d.message) > limit for d in body.decisions):
+        raise UsageError(f"a denial message is longer than {limit} characters", limit=limit)
+    state.require_running()
+    decisions = [d.decision() for d in body.decisions]
+    handle = await state.tether.resume(run_id, decisions, user_id=user)
+    state.track(handle, user=user, client_request_id=None, is_resumed=True)
+    return _handle_stream(state, handle, user=user, on_disconnect=body.on_disconnect)
+
+
+def _handle_stream(
+    state: HttpState,
+    handle: RunHandle,
+    *,
+    user: UserId,
+    on_disconnect: Literal["cancel", "continue"],
+) -> EventSourceResponse:
+    """The stream of a run this process just started or resumed, from its first event."""
+    run = state.engine.runs.get(handle.run_id)
 
     async def cancel_on_disconnect() -> None:
+        # Deliberate: the `Run` this stream follows, not whatever runs under its id by now. Once
+        # it paused, a client that leaves leaves a run that waits for a person, not for this
+        # client; and its resumed continuation (a new `Run`) belongs to the resuming stream.
+        if run is None or run.paused is not None:
+            return
         requested_at = time.perf_counter()
         result = await state.tether.cancel(handle.run_id, reason="disconnect", by=user)
         if result.accepted:
@@ -134,7 +215,7 @@ async def _start_run(
         run_frames(handle.events()),
         metrics=state.metrics,
         on_shutdown=state.stop_for_shutdown,
-        on_gone=cancel_on_disconnect if body.on_disconnect == "cancel" else None,
+        on_gone=cancel_on_disconnect if on_disconnect == "cancel" else None,
         headers={"X-Run-Id": handle.run_id, "X-Session-Id": handle.session_id},
     )
 
@@ -164,10 +245,15 @@ async def _run_events(state: HttpState, run_id: str, *, after_seq: int, user: Us
     engine = state.engine
     run = await state.run_of(run_id, user)
     if run is not None and not run.is_finished:
-        frames = run_frames(run.events(after_seq))
+        if run.paused is not None and after_seq >= run.paused.seq:
+            return Response(status_code=204)  # nothing follows until a resume
+        frames = driven_frames(engine.store, run, after_seq)
     else:
-        # Driven elsewhere, or over: the store, and the bus for what the store lacks yet.
-        if await is_seen_to_end(engine.store, RunId(run_id), after_seq):
+        # Driven elsewhere, paused, or over: the store, and the bus for what the store lacks yet.
+        store, stored_id = engine.store, RunId(run_id)
+        if await is_seen_to_end(store, stored_id, after_seq) or await is_paused_at(
+            store, stored_id, after_seq
+        ):
             return Response(status_code=204)
-        frames = stored_frames(engine, RunId(run_id), after_seq)
+        frames = stored_frames(engine, stored_id, after_seq)
     return event_stream(frames, metrics=state.metrics, on_shutdown=state.stop_for_shutdown)

@@ -4,16 +4,28 @@ Requests forbid unknown fields, so a misspelt option (``sessionId``) is a 422, n
 default. Ids are bounded strings; their existence and ownership are checked by the routes.
 """
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from tether.events import RunStatus, StopAction, StopMode, StopReason, ToolStatus, Usage
+from tether.events import (
+    PendingCall,
+    RunStatus,
+    StopAction,
+    StopMode,
+    StopReason,
+    ToolDecision,
+    ToolStatus,
+    Usage,
+)
 from tether.records import CancelRequest, MessageRecord, MessageStatus, Role, RunRecord
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 ClientRequestId = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_DECISIONS: Final = 100
+"""More calls than one model response makes; bounds the request."""
 ClientStopReason = Literal["user", "superseded", "timeout"]
 """The reasons a client may give; the others (shutdown, disconnect, budgets …) are tether's."""
 
@@ -32,6 +44,29 @@ class StartRunIn(_Request):
     """Lets ``POST /sessions/{id}/cancel`` stop this run before the client knows its id."""
     on_disconnect: Literal["cancel", "continue"] = "cancel"
     if_busy: Literal["reject", "interrupt", "enqueue"] = "reject"
+
+
+class ToolDecisionIn(_Request):
+    """A person's answer to one call awaiting approval."""
+
+    call_id: Id
+    approved: bool
+    args: dict[str, JsonValue] | None = None
+    """Edited arguments to run the tool with instead of the model's (approvals only)."""
+    message: str | None = None
+    """Why it was denied: the model reads it as the call's result (denials only). At most
+    ``settings.max_message_chars`` characters (checked by the route)."""
+
+    def decision(self) -> ToolDecision:
+        return ToolDecision(
+            call_id=self.call_id, approved=self.approved, args=self.args, message=self.message
+        )
+
+
+class ResumeRunIn(_Request):
+    decisions: list[ToolDecisionIn] = Field(max_length=MAX_DECISIONS)
+    """Exactly one for each call the run waits on (``awaiting_approval`` of ``GET /runs/{id}``)."""
+    on_disconnect: Literal["cancel", "continue"] = "cancel"
 
 
 class CancelRunIn(_Request):
@@ -123,6 +158,12 @@ class ChildRunOut(BaseModel):
     status: RunStatus
 
 
+class PendingCallOut(BaseModel):
+    call_id: str
+    tool: str
+    args: dict[str, JsonValue]
+
+
 class RunOut(BaseModel):
     run_id: str
     session_id: str
@@ -135,9 +176,20 @@ class RunOut(BaseModel):
     usage: UsageOut
     children: list[ChildRunOut]
     cancel: CancelInfoOut | None
+    awaiting_approval: list[PendingCallOut]
+    """The calls a paused run waits on; empty unless ``status`` is ``paused``."""
+    approval_expires_at: datetime | None
+    """When a paused run is cancelled (reason ``timeout``) if nobody answers; None if it
+    waits for ever, or is not paused."""
 
     @classmethod
-    def of(cls, record: RunRecord, children: list[RunRecord]) -> "RunOut":
+    def of(
+        cls,
+        record: RunRecord,
+        children: list[RunRecord],
+        *,
+        awaiting: Sequence[PendingCall] = (),
+    ) -> "RunOut":
         finished_at = record.finished_at
         duration_s = (finished_at - record.started_at).total_seconds() if finished_at else None
         return cls(
@@ -156,6 +208,10 @@ class RunOut(BaseModel):
                 ChildRunOut(run_id=c.run_id, agent=c.agent, status=c.status) for c in children
             ],
             cancel=CancelInfoOut.of(record.cancel) if record.cancel else None,
+            awaiting_approval=[
+                PendingCallOut(call_id=c.call_id, tool=c.tool, args=dict(c.args)) for c in awaiting
+            ],
+            approval_expires_at=record.lease_expires_at if record.status == "paused" else None,
         )
 
 

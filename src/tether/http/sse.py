@@ -2,15 +2,22 @@
 
 Frame: ``id: <seq>``, ``event: <kind>``, ``data: <the event's JSON>`` — one ``data:`` line, since
 event JSON never contains a raw CR or LF. A client that reconnects with the last id it saw gets
-every later event exactly once: ``seq`` is contiguous per run, and each source below yields
-only events after the last seq it yielded.
+every later event exactly once: ``seq`` strictly increases per run, and each source below yields
+only events after the last seq it yielded. Seqs are contiguous, except before the terminal event
+of a run whose worker died: what it streamed but never stored is gone, and recovery gives that
+event a seq after everything the worker got onto the event bus, so it is new to every viewer
+(``Store.interrupt_expired``), and publishes it there, so viewers waiting on the bus end at once.
 
 Sources:
-- a run this process drives: its in-memory event list (``Run.events``), live;
+- a run this process drives: its in-memory event list (``Run.events``), live; a resumed run's
+  events from before its ``run_resumed`` come from the store first (``driven_frames``);
 - any other run: the store's ``events_after`` in pages, then the event bus (which can serve
   recent events of runs on other workers), falling back to polling the store when the bus
   can't; until ``run_finished``. A run the store says is over but whose terminal event was
   never stored gets a terminal frame built from its record, so every stream ends.
+
+A run that waits for approval ends every stream at its ``run_paused``, for now: only when that
+is its last event and it is ``paused`` (``is_paused_at``), so a pause since resumed ends nothing.
 
 Guarantees of every response: keep-alive comments every ``PING_S``; a client that goes away is
 noticed at once (the response listens for ``http.disconnect``, not only on failed writes); a
@@ -30,6 +37,7 @@ from starlette.types import Message
 
 from tether.bus.base import EventBus
 from tether.engine.engine import Engine
+from tether.engine.run import Run
 from tether.events import RunEvent, RunFinished, RunStatus, TerminalStatus, event_json
 from tether.http.metrics import HttpMetrics
 from tether.ids import RunId
@@ -72,10 +80,30 @@ async def run_frames(events: AsyncIterator[RunEvent]) -> AsyncGenerator[bytes, N
             yield frame(event.seq, event.kind, event_json(event))
 
 
+async def driven_frames(store: Store, run: Run, after_seq: int) -> AsyncGenerator[bytes, None]:
+    """Frames of a run this process drives after ``after_seq``, live, like ``run_frames``.
+
+    A resumed run holds only the events from its ``run_resumed`` on; the earlier ones were all
+    stored before it could be resumed, so they come from the store first.
+    """
+    events = cast("AsyncGenerator[RunEvent, None]", run.events(after_seq))
+    async with aclosing(events) as live:
+        async for event in live:
+            while event.seq > after_seq + 1:  # only before a resumed run's first event
+                page = await store.events_after(run.run_id, after_seq, limit=STORE_PAGE)
+                page = [e for e in page if e.seq < event.seq]
+                if not page:
+                    break
+                after_seq = page[-1].seq
+                yield b"".join(frame(e.seq, e.kind, e.payload) for e in page)
+            after_seq = event.seq
+            yield frame(event.seq, event.kind, event_json(event))
+
+
 async def stored_frames(
     engine: Engine, run_id: RunId, after_seq: int
 ) -> AsyncGenerator[bytes, None]:
-    """Frames of any run from the store and the event bus, through its terminal event.
+    """Frames of any run from the store and the event bus, through its terminal event or pause.
 
     Each chunk holds every frame available at that moment (a replay sends pages, not events).
     """
@@ -91,14 +119,21 @@ class _StoredEvents:
         self._run_id = run_id
         self._after = after_seq
         self._is_over = False
+        self._is_at_pause = False
+        """The last event taken is a ``run_paused``."""
 
     async def next_chunk(self) -> bytes:
-        """The next frames, waiting for them if need be; empty once the run is over."""
+        """The next frames, waiting for them if need be; empty once the run is over (or paused)."""
         while not self._is_over:
             page = await self._store.events_after(self._run_id, self._after, limit=STORE_PAGE)
             if page:
                 return self._take(page)
-            live = await self._bus.read(self._run_id, self._after, timeout_s=BUS_WAIT_S)
+            if self._is_at_pause and await is_paused_at(self._store, self._run_id, self._after):
+                self._is_over = True
+                break
+            # At a pause not stored as such yet (or just resumed): look again soon.
+            wait_s = STORE_POLL_S if self._is_at_pause else BUS_WAIT_S
+            live = await self._bus.read(self._run_id, self._after, timeout_s=wait_s)
             if live and live[0].seq == self._after + 1:
                 return self._take(live)
             if live:
@@ -126,6 +161,7 @@ class _StoredEvents:
                 break  # keep the chunk contiguous; the rest comes from the next read
             frames.append(frame(event.seq, event.kind, event.payload))
             self._after = event.seq
+            self._is_at_pause = event.kind == "run_paused"
             if event.kind == "run_finished":
                 self._is_over = True
                 break
@@ -138,12 +174,14 @@ async def _check_end(
     """Whether a run with nothing new after ``after`` is still going, and if not how it ends.
 
     ``more``: events were stored meanwhile; ``over``: the client has the terminal event, or the
-    run is gone; bytes: the run is over but its terminal event was never stored, so here is one
-    built from its record.
+    run is gone, or paused with nothing after ``after``; bytes: the run is over but its terminal
+    event was never stored, so here is one built from its record.
     """
     record = await store.get_run(run_id)
     if record is None:
         return "over"
+    if record.status == "paused":  # all it emitted is stored: over for now, or more to read
+        return "more" if await store.events_after(run_id, after, limit=1) else "over"
     status = _terminal(record.status)
     if status is None:
         return "live"
@@ -163,11 +201,29 @@ async def _check_end(
 
 
 async def is_seen_to_end(store: Store, run_id: RunId, after: int) -> bool:
-    """Whether the event with seq ``after`` is the run's stored terminal event."""
+    """Whether the event with seq ``after`` is the run's stored terminal event.
+
+    Then the client got that event: recovery never gives a terminal event a seq that the event
+    bus carried (it may reuse one the dead worker only sent to its own clients).
+    """
     if after < 0:
         return False
     seen = await store.events_after(run_id, after - 1, limit=1)
     return bool(seen) and seen[0].seq == after and seen[0].kind == "run_finished"
+
+
+async def is_paused_at(store: Store, run_id: RunId, seq: int) -> bool:
+    """Whether the run waits for approval and the event with seq ``seq`` is its last one.
+
+    Then the client has everything until a resume. Status first: a run that was paused then,
+    with nothing stored after ``seq`` since, was paused at ``seq``.
+    """
+    if seq < 0:
+        return False
+    record = await store.get_run(run_id)
+    if record is None or record.status != "paused":
+        return False
+    return not await store.events_after(run_id, seq, limit=1)
 
 
 def _terminal(status: RunStatus) -> TerminalStatus | None:

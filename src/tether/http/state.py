@@ -16,10 +16,11 @@ from anyio.abc import TaskGroup
 from starlette.exceptions import HTTPException
 
 from tether.app import RunHandle, Tether
+from tether.engine import approvals
 from tether.engine.engine import Engine
 from tether.engine.run import Run
 from tether.errors import NotFound
-from tether.events import TERMINAL_STATUSES
+from tether.events import TERMINAL_STATUSES, PendingCall, RunPaused
 from tether.http.metrics import HttpMetrics
 from tether.ids import RunId, UserId
 from tether.records import RunRecord
@@ -96,24 +97,51 @@ class HttpState:
     def current(self, record: RunRecord) -> RunRecord:
         """``record`` with the outcome of its run if this process ended it but hasn't stored it yet.
 
-        The terminal event goes out before the final write, so a client that just saw it must
-        not read "running" back.
+        The terminal event (or ``run_paused``) goes out before the final write, so a client that
+        just saw it must not read "running" back.
         """
-        run = self.tether.engine.runs.get(record.run_id) if self._tg is not None else None
-        if run is None or (outcome := run.outcome) is None or record.status in TERMINAL_STATUSES:
+        run = self._driven(record.run_id)
+        if run is None or record.status in TERMINAL_STATUSES or record.status == "paused":
             return record
-        return dataclasses.replace(
-            record,
-            status=outcome.status,
-            reason=outcome.reason,
-            error=outcome.error,
-            usage=outcome.usage,
+        if (outcome := run.outcome) is not None:
+            return dataclasses.replace(
+                record,
+                status=outcome.status,
+                reason=outcome.reason,
+                error=outcome.error,
+                usage=outcome.usage,
+            )
+        if (paused := run.paused) is not None:  # likewise, its pause is being stored
+            return dataclasses.replace(record, status="paused", lease_expires_at=paused.expires_at)
+        return record
+
+    async def awaiting_approval(self, record: RunRecord) -> tuple[PendingCall, ...]:
+        """The calls a paused run waits on (none unless ``record`` is ``paused``)."""
+        if record.status != "paused":
+            return ()
+        if (run := self._driven(record.run_id)) is not None and run.paused is not None:
+            return run.paused.calls  # its pause may not be stored yet
+        messages = await self.engine.store.run_messages(record.run_id)
+        return tuple(
+            PendingCall(call_id=c.call_id, tool=c.tool, args=c.args)
+            for c in approvals.awaiting_calls(messages)
         )
 
-    def track(self, handle: RunHandle, *, user: UserId, client_request_id: str | None) -> None:
-        """Count a run started here and index it by its client request id until it ends."""
+    def track(
+        self,
+        handle: RunHandle,
+        *,
+        user: UserId,
+        client_request_id: str | None,
+        is_resumed: bool = False,
+    ) -> None:
+        """Count a run started here and index it by its client request id until it settles.
+
+        A resumed run is counted when it ends (by the worker that ends it), not again as started.
+        """
         assert self._tg is not None
-        self.metrics.runs_started.labels(handle.agent).inc()
+        if not is_resumed:
+            self.metrics.runs_started.labels(handle.agent).inc()
         if client_request_id is not None:
             self.runs_by_request[client_request_id] = (user, handle.run_id)
         self._tg.start_soon(self._watch_run, handle, client_request_id)
@@ -134,8 +162,9 @@ class HttpState:
 
     async def _watch_run(self, handle: RunHandle, client_request_id: str | None) -> None:
         try:
-            outcome = await handle.outcome()
-            self.metrics.runs_finished.labels(outcome.status, outcome.reason or "none").inc()
+            settled = await handle.settled()
+            if not isinstance(settled, RunPaused):  # a paused run ends later, maybe elsewhere
+                self.metrics.runs_finished.labels(settled.status, settled.reason or "none").inc()
         finally:
             if client_request_id is not None:
                 known = self.runs_by_request.get(client_request_id)
@@ -148,6 +177,9 @@ class HttpState:
 
     def _observe_stop(self, reason: str, requested_at: float) -> None:
         self.metrics.stop_latency.labels(reason).observe(time.perf_counter() - requested_at)
+
+    def _driven(self, run_id: RunId) -> Run | None:
+        return self.tether.engine.runs.get(run_id) if self._tg is not None else None
 
     def _active_runs(self) -> float:
         return len(self.tether.engine.runs) if self._tg is not None else 0
