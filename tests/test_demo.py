@@ -8,7 +8,7 @@ import pytest
 
 from tether import RunHandle, Settings, Tether, TextDelta, ToolCallFinished, ToolCallStarted
 from tether.demo import SlowToolsTiming, demo_app
-from tether.events import RunEvent
+from tether.events import RunEvent, RunPaused, ToolDecision
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,13 @@ async def _wait_for_tool(run: RunHandle, tool: str) -> ToolCallStarted:
 
 def test_demo_app_when_built_registers_the_demo_agents_without_loading_anything() -> None:
     app = demo_app(Settings(database_url="memory"))
-    assert sorted(app.agents) == ["assistant", "slow-tools", "storyteller", "storyteller-team"]
+    assert sorted(app.agents) == [
+        "assistant",
+        "records-clerk",
+        "slow-tools",
+        "storyteller",
+        "storyteller-team",
+    ]
 
 
 async def test_slow_tools_when_run_to_the_end_streams_calls_both_tools_and_concludes(
@@ -143,3 +149,19 @@ async def test_storyteller_team_stopped_mid_draft_records_the_writer_step_as_a_c
     writer_text = [m for m in messages if m.run_id == children[0].run_id]
     assert writer_text[-1].status == "interrupted"
     assert writer_text[-1].content
+
+
+async def test_records_clerk_pauses_for_approval_then_reports_the_tool_s_answer(
+    quick_app: Tether,
+) -> None:
+    run = await quick_app.start("records-clerk", "please delete INV-42")
+    events = await _events(run)
+    paused = events[-1]
+    assert isinstance(paused, RunPaused)
+    [call] = paused.calls
+    assert (call.tool, call.args) == ("delete_record", {"record_id": "INV-42"})
+    resumed = await quick_app.resume(
+        run.run_id, [ToolDecision(call_id=call.call_id, approved=True)]
+    )
+    text = "".join(e.text for e in await _events(resumed) if isinstance(e, TextDelta))
+    assert text == "The tool answered: record INV-42 deleted"

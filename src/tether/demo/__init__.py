@@ -6,6 +6,8 @@
   step a child run); offered when the ``agno`` extra is installed.
 - ``slow-tools``: a scripted model (no API key) that streams word by word and calls a slow async
   tool and a slow sync tool, to watch a stop land inside each.
+- ``records-clerk``: a scripted model (no API key) whose ``delete_record`` tool needs a
+  person's approval: the run pauses until you approve or deny it.
 
 Building the app does no I/O: the embedded model loads on the first run that uses it (or when
 ``tether serve`` preloads it). Each agent family registers itself from its own module; a new
@@ -15,6 +17,7 @@ family adds a module and one line in ``demo_app``.
 import importlib.util
 
 from tether.app import Tether
+from tether.demo.approvals import register_records_clerk
 from tether.demo.embedded import LOCAL_MODEL_AGENTS, register_embedded
 from tether.demo.slow_tools import SlowToolsTiming, register_slow_tools
 from tether.demo.storyteller_team import register_storyteller_team
@@ -24,7 +27,7 @@ __all__ = ["LOCAL_MODEL_AGENTS", "SlowToolsTiming", "demo_app"]
 
 
 def demo_app(settings: Settings | None = None, *, timing: SlowToolsTiming | None = None) -> Tether:
-    """The demo application: ``assistant``, ``storyteller``, ``storyteller-team``, ``slow-tools``.
+    """The demo application (see the module docstring for its agents).
 
     Args:
         settings: Engine settings; by default read from the environment.
@@ -33,6 +36,7 @@ def demo_app(settings: Settings | None = None, *, timing: SlowToolsTiming | None
     app = Tether(settings=settings)
     register_embedded(app)
     register_slow_tools(app, timing or SlowToolsTiming())
+    register_records_clerk(app)
     if importlib.util.find_spec("agno") is not None:
         register_storyteller_team(app)
     return app
