@@ -12,6 +12,7 @@ from pydantic_ai import Agent
 
 from tests.scripted import Delay, Step, scripted, text, tool_call
 from tether import AgentContext, Tether
+from tether.demo.approvals import register_records_clerk
 from tether.http import create_app
 
 WORD_COUNT: Final = 200
@@ -58,4 +59,5 @@ def make_app() -> FastAPI:
     tether_app = Tether()
     tether_app.agent("chat", description="Streams many words")(chat_agent)
     tether_app.agent("tools", description="Calls a slow tool")(tools_agent)
+    register_records_clerk(tether_app)
     return create_app(tether_app)

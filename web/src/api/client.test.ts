@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { FakeServer } from '../testing/fakeServer'
+import { ev, FakeServer } from '../testing/fakeServer'
 import { ApiError, AuthError, TetherClient } from './client'
 
 describe('TetherClient', () => {
@@ -34,6 +34,23 @@ describe('TetherClient', () => {
     key = 'k2'
     for await (const event of client.runEvents('r 1', -1)) expect(event).toBeUndefined()
     expect(server.requests.map((r) => r.headers.authorization)).toEqual(['Bearer k1', 'Bearer k2'])
+  })
+
+  it('posts decisions to resume a paused run and yields the continuation', async () => {
+    const server = new FakeServer().streams('POST', '/runs/r1/resume')
+    const client = new TetherClient({ fetch: server.fetch })
+    const body = { decisions: [{ call_id: 'c1', approved: true, args: { id: 2 }, message: null }], on_disconnect: 'continue' as const }
+    const events = (async () => {
+      const seen = []
+      for await (const event of client.resumeRun('r1', body)) seen.push(event.kind)
+      return seen
+    })()
+    const stream = await server.stream('POST', '/runs/r1/resume')
+    expect(stream.request.body).toEqual(body)
+    expect(stream.request.headers.accept).toBe('text/event-stream')
+    stream.push(ev.resumed('r1', 4, body.decisions), ev.finished('r1', 5))
+    stream.close()
+    expect(await events).toEqual(['run_resumed', 'run_finished'])
   })
 
   it('skips frames that are not run events', async () => {

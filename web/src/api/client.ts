@@ -12,6 +12,7 @@ import type {
   CancelResult,
   CancelRunBody,
   Problem,
+  ResumeRunBody,
   RunEvent,
   ServerConfig,
   SessionDetail,
@@ -101,9 +102,21 @@ export class TetherClient {
     return this.json('POST', `/sessions/${enc(sessionId)}/cancel`, body)
   }
 
-  /** Start a run and yield its events as they stream, ending with `run_finished` if the stream lasts. */
+  /**
+   * Start a run and yield its events as they stream, ending with `run_finished` (or `run_paused`,
+   * when it waits for approval) if the stream lasts.
+   */
   async *startRun(agent: string, body: StartRunBody, signal?: AbortSignal): AsyncGenerator<RunEvent> {
     const response = await this.send('POST', `/agents/${enc(agent)}/runs`, { body, signal, stream: true })
+    yield* this.events(response)
+  }
+
+  /**
+   * Continue a paused run with a decision for each call awaiting approval, and yield the
+   * continuation as it streams: `run_resumed` first, then up to `run_finished` (or `run_paused`).
+   */
+  async *resumeRun(runId: string, body: ResumeRunBody, signal?: AbortSignal): AsyncGenerator<RunEvent> {
+    const response = await this.send('POST', `/runs/${enc(runId)}/resume`, { body, signal, stream: true })
     yield* this.events(response)
   }
 

@@ -22,7 +22,8 @@ export type StopReason =
   | 'worker_lost'
   | 'parent'
 export type StopMode = 'now' | 'after_turn'
-export type ToolStatus = 'running' | 'ok' | 'error' | 'cancelled'
+/** `awaiting_approval`: its run paused on it; `denied`: a person said no (the model is told why). */
+export type ToolStatus = 'awaiting_approval' | 'running' | 'ok' | 'error' | 'cancelled' | 'denied'
 export type MessageStatus = 'complete' | 'streaming' | 'interrupted' | 'error'
 
 export interface Usage {
@@ -57,7 +58,8 @@ export interface ToolCallStarted extends EventBase {
 export interface ToolCallFinished extends EventBase {
   kind: 'tool_call_finished'
   call_id: string
-  status: 'ok' | 'error' | 'cancelled'
+  /** `denied`: a person refused the call; `result` is the denial message the model reads. */
+  status: 'ok' | 'error' | 'cancelled' | 'denied'
   result: Json
   error: string | null
 }
@@ -84,6 +86,35 @@ export interface StopRequested extends EventBase {
   action: 'keep' | 'rollback'
   by: string | null
 }
+/** A tool call that waits for a person's approval. */
+export interface PendingCall {
+  call_id: string
+  tool: string
+  args: Record<string, Json>
+}
+/** A person's answer to one pending call. */
+export interface ToolDecision {
+  call_id: string
+  approved: boolean
+  /** Edited arguments to run the tool with instead of the model's (approvals only). */
+  args: Record<string, Json> | null
+  /** Why it was denied; the model reads it (denials only). */
+  message: string | null
+}
+/**
+ * The run waits for approval of `calls`. The stream ends here but the run is not over:
+ * `POST /runs/{run_id}/resume` continues it, or a cancel (or `expires_at`) ends it.
+ */
+export interface RunPaused extends EventBase {
+  kind: 'run_paused'
+  calls: PendingCall[]
+  expires_at: string | null
+}
+/** The first event of a resumed stream: the run continues with these decisions. */
+export interface RunResumed extends EventBase {
+  kind: 'run_resumed'
+  decisions: ToolDecision[]
+}
 export interface RunFinished extends EventBase {
   kind: 'run_finished'
   status: TerminalStatus
@@ -101,6 +132,8 @@ export type RunEvent =
   | ChildRunFinished
   | RunQueued
   | StopRequested
+  | RunPaused
+  | RunResumed
   | RunFinished
 
 export interface ServerConfig {
@@ -164,6 +197,11 @@ export interface StartRunBody {
   message: string
   session_id?: string
   client_request_id?: string
+  on_disconnect?: 'cancel' | 'continue'
+}
+
+export interface ResumeRunBody {
+  decisions: ToolDecision[]
   on_disconnect?: 'cancel' | 'continue'
 }
 

@@ -232,3 +232,134 @@ describe('transcriptFromSession', () => {
     expect(t.runs.r1!.status).toBe('interrupted')
   })
 })
+
+describe('approvals', () => {
+  const paused = (): Transcript =>
+    run([
+      ev.started('r1', 0),
+      ev.text('r1', 1, 'I will delete record R-7.'),
+      ev.toolStarted('r1', 2, 'c1', 'delete_record', { record_id: 'R-7' }),
+      ev.paused('r1', 3, [{ call_id: 'c1', args: { record_id: 'R-7' } }], '2030-01-01T00:00:00Z'),
+    ])
+
+  it('marks the waiting calls and keeps the run open, not finished', () => {
+    const t = paused()
+    const view = t.runs.r1!
+    expect(view).toMatchObject({
+      status: 'streaming',
+      paused: { call_ids: ['c1'], expires_at: '2030-01-01T00:00:00Z', submitting: false },
+    })
+    expect(view.parts[1]).toMatchObject({ call: { status: 'awaiting_approval', args: { record_id: 'R-7' }, decision: null } })
+  })
+
+  it('adds a card for a waiting call it never saw start', () => {
+    const t = run([ev.started('r1', 0), ev.paused('r1', 1, [{ call_id: 'c9', tool: 'wipe', args: { all: true } }])])
+    expect(t.runs.r1!.parts).toMatchObject([{ kind: 'tool', call: { call_id: 'c9', tool: 'wipe', status: 'awaiting_approval' } }])
+  })
+
+  it('runs an approved call with the edited arguments, in the same card and the same turn', () => {
+    const t = paused()
+    run(
+      [
+        ev.resumed('r1', 4, [{ call_id: 'c1', approved: true, args: { record_id: 'R-8' }, message: null }]),
+        // A call announced again as it finally runs stays one card.
+        ev.toolStarted('r1', 5, 'c1', 'delete_record', { record_id: 'R-8' }),
+      ],
+      t,
+    )
+    const view = t.runs.r1!
+    expect(view.paused).toBeNull()
+    expect(view.parts).toHaveLength(2)
+    expect(view.parts[1]).toMatchObject({ call: { status: 'running', args: { record_id: 'R-8' } } })
+    run([ev.toolFinished('r1', 6, 'c1', 'ok', 'record R-8 deleted'), ev.text('r1', 7, 'Done.'), ev.finished('r1', 8)], t)
+    expect(view).toMatchObject({ status: 'complete', ended_awaiting_approval: false })
+    expect(view.parts[1]).toMatchObject({ call: { status: 'ok', result: 'record R-8 deleted' } })
+    expect(text(view)).toBe('I will delete record R-7.[delete_record]Done.')
+  })
+
+  it('shows a denied call as denied with its reason', () => {
+    const t = paused()
+    run([ev.resumed('r1', 4, [{ call_id: 'c1', approved: false, args: null, message: 'not that one' }])], t)
+    expect(t.runs.r1!.parts[1]).toMatchObject({ call: { status: 'denied', result: 'not that one' } })
+    run([ev.toolFinished('r1', 5, 'c1', 'denied', 'Denied by the user: not that one')], t)
+    expect(t.runs.r1!.parts[1]).toMatchObject({ call: { status: 'denied', result: 'Denied by the user: not that one' } })
+  })
+
+  it('cancels the waiting calls when a paused run ends, and says when nobody answered in time', () => {
+    const t = paused()
+    const card = t.runs.r1!.parts[1]!
+    if (card.kind === 'tool') card.call.decision = { approved: true, args: null, message: null }
+    run([ev.stopRequested('r1', 4, 'timeout'), ev.finished('r1', 5, 'cancelled', 'timeout')], t)
+    const view = t.runs.r1!
+    expect(view).toMatchObject({ status: 'interrupted', paused: null, ended_awaiting_approval: true })
+    expect(card).toMatchObject({ call: { status: 'cancelled', decision: null } })
+    expect(outcomeInWords(view)).toBe('Stopped: nobody answered the approval request in time')
+  })
+
+  it('says "stopped by you" for a paused run you stopped', () => {
+    const t = paused()
+    run([ev.stopRequested('r1', 4), ev.toolFinished('r1', 5, 'c1', 'cancelled', null), ev.finished('r1', 6, 'cancelled', 'user')], t)
+    expect(outcomeInWords(t.runs.r1!)).toBe('Stopped by you')
+  })
+
+  it('rebuilds a paused run from a replay that ends at run_paused', () => {
+    const session: SessionDetail = {
+      session_id: 's1',
+      agent: 'records-clerk',
+      title: null,
+      active_run_id: 'r1',
+      runs: [{ run_id: 'r1', status: 'paused', reason: null, parent_run_id: null }],
+      messages: [
+        message({ message_id: 'm1', run_id: 'r1', role: 'user', content: 'delete R-7' }),
+        message({
+          message_id: 'm2',
+          run_id: 'r1',
+          role: 'assistant',
+          content: 'I will delete record R-7.',
+          tool_calls: [
+            { call_id: 'c1', tool: 'delete_record', args: { record_id: 'R-7' }, status: 'awaiting_approval', result: null, error: null },
+          ],
+        }),
+      ],
+    }
+    const t = transcriptFromSession(session)
+    expect(t.runs.r1).toMatchObject({ status: 'streaming', parts: [] })
+    run(
+      [
+        ev.started('r1', 0),
+        ev.text('r1', 1, 'I will delete record R-7.'),
+        ev.toolStarted('r1', 2, 'c1', 'delete_record', { record_id: 'R-7' }),
+        ev.paused('r1', 3, [{ call_id: 'c1', args: { record_id: 'R-7' } }]),
+      ],
+      t,
+    )
+    expect(t.runs.r1).toMatchObject({ status: 'streaming', paused: { call_ids: ['c1'] } })
+    expect(t.runs.r1!.parts[1]).toMatchObject({ call: { status: 'awaiting_approval' } })
+  })
+
+  it('shows stored denied calls as denied, and calls left awaiting approval in a finished run as cancelled', () => {
+    const t = transcriptFromSession({
+      session_id: 's1',
+      agent: 'records-clerk',
+      title: null,
+      active_run_id: null,
+      runs: [{ run_id: 'r1', status: 'cancelled', reason: 'user', parent_run_id: null }],
+      messages: [
+        message({ message_id: 'm1', run_id: 'r1', role: 'user', content: 'delete both' }),
+        message({
+          message_id: 'm2',
+          run_id: 'r1',
+          role: 'assistant',
+          tool_calls: [
+            { call_id: 'c1', tool: 'delete_record', args: {}, status: 'denied', result: 'no', error: null },
+            { call_id: 'c2', tool: 'delete_record', args: {}, status: 'awaiting_approval', result: null, error: null },
+          ],
+        }),
+      ],
+    })
+    expect(t.runs.r1!.parts).toMatchObject([
+      { call: { status: 'denied', result: 'no' } },
+      { call: { status: 'cancelled' } },
+    ])
+  })
+})

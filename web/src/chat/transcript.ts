@@ -7,13 +7,16 @@
  *
  * Guarantees: events apply at most once per run (a `seq` at or below the last applied one is a
  * duplicate, as happens when a stream is resumed); nothing applies after a run's `run_finished`;
- * a finished run has no tool call left "running". The functions mutate the transcript they are
- * given, so it can be a Vue `reactive` object or a plain one in tests.
+ * a finished run has no tool call left "running" or "awaiting approval", and is not paused. A
+ * paused run is not finished: `run_paused` marks its calls as awaiting approval, and the
+ * `run_resumed` that continues it (or its `run_finished`) ends the pause. The functions mutate
+ * the transcript they are given, so it can be a Vue `reactive` object or a plain one in tests.
  */
 
 import type {
   Json,
   MessageStatus,
+  PendingCall,
   RunEvent,
   SessionDetail,
   StopReason,
@@ -33,6 +36,26 @@ export interface ToolCallView {
   error: string | null
   /** Sub-runs this call started, by run id. */
   child_run_ids: string[]
+  /** While the call awaits approval: what this page decided, not yet sent to the server. */
+  decision: Decision | null
+}
+
+/** A person's answer to a call awaiting approval (the wire's `ToolDecision` without its id). */
+export interface Decision {
+  approved: boolean
+  /** Edited arguments (approvals only); null runs the tool with the model's own. */
+  args: Record<string, Json> | null
+  /** Why it was denied (denials only); null lets the server word it. */
+  message: string | null
+}
+
+export interface PauseView {
+  /** The calls the run waits on, in the order the server listed them. */
+  call_ids: string[]
+  /** When the server gives up waiting and cancels the run (reason `timeout`). */
+  expires_at: string | null
+  /** The decisions are on their way to the server (`POST /runs/{id}/resume`). */
+  submitting: boolean
 }
 
 export type Part = { kind: 'text'; text: string } | { kind: 'tool'; call: ToolCallView }
@@ -51,6 +74,10 @@ export interface RunView {
   stopping: boolean
   /** The shared resource the run waits for, while it waits. */
   queued: string | null
+  /** Set while the run waits for a person's approval (its stream has ended; the run has not). */
+  paused: PauseView | null
+  /** The run ended while it still waited for approval (stopped, or nobody answered in time). */
+  ended_awaiting_approval: boolean
   usage: Usage | null
   /** Highest seq applied; -1 before any. */
   last_seq: number
@@ -85,6 +112,8 @@ export function newRunView(runId: string, init: Partial<RunView> = {}): RunView 
     error: null,
     stopping: false,
     queued: null,
+    paused: null,
+    ended_awaiting_approval: false,
     usage: null,
     last_seq: -1,
     child_run_ids: [],
@@ -147,21 +176,19 @@ export function applyEvent(t: Transcript, event: RunEvent): boolean {
       else view.parts.push({ kind: 'text', text: event.text })
       break
     }
-    case 'tool_call_started':
+    case 'tool_call_started': {
       view.queued = null
-      view.parts.push({
-        kind: 'tool',
-        call: {
-          call_id: event.call_id,
-          tool: event.tool,
-          args: event.args ?? {},
-          status: 'running',
-          result: null,
-          error: null,
-          child_run_ids: [],
-        },
-      })
+      // One card per call, even if a call is announced again (as when an approved one runs).
+      const known = findCall(view, event.call_id)
+      if (known) {
+        known.args = event.args ?? known.args
+        known.status = 'running'
+        known.decision = null
+      } else {
+        view.parts.push({ kind: 'tool', call: newCall(event.call_id, event.tool, event.args ?? {}, 'running') })
+      }
       break
+    }
     case 'tool_call_finished': {
       const call = findCall(view, event.call_id)
       if (call) {
@@ -188,6 +215,25 @@ export function applyEvent(t: Transcript, event: RunEvent): boolean {
       view.stopping = true
       if (!view.reason) view.reason = event.reason
       break
+    case 'run_paused':
+      pause(view, event.calls ?? [], event.expires_at ?? null)
+      break
+    case 'run_resumed':
+      view.paused = null
+      for (const decision of event.decisions ?? []) {
+        const call = findCall(view, decision.call_id)
+        if (!call) continue
+        call.decision = null
+        if (decision.approved) {
+          call.status = 'running'
+          if (decision.args) call.args = decision.args
+        } else {
+          // The denial's own tool_call_finished follows, with the message the model was given.
+          call.status = 'denied'
+          call.result = decision.message ?? null
+        }
+      }
+      break
     case 'run_finished':
       finish(view, event.status, event.reason ?? null, event.error ?? null)
       view.usage = event.usage ?? null
@@ -196,6 +242,26 @@ export function applyEvent(t: Transcript, event: RunEvent): boolean {
       break // a kind this UI does not know yet: its seq still counts, so a replay skips it
   }
   return true
+}
+
+function newCall(callId: string, tool: string, args: Record<string, Json>, status: ToolStatus): ToolCallView {
+  return { call_id: callId, tool, args, status, result: null, error: null, child_run_ids: [], decision: null }
+}
+
+function pause(view: RunView, calls: PendingCall[], expiresAt: string | null): void {
+  view.queued = null
+  for (const pending of calls) {
+    const call = findCall(view, pending.call_id)
+    if (call) {
+      call.status = 'awaiting_approval'
+      call.args = pending.args ?? call.args
+      call.decision = null
+    } else {
+      // Deliberate: built whole before it is pushed, so a reactive transcript tracks every field.
+      view.parts.push({ kind: 'tool', call: newCall(pending.call_id, pending.tool, pending.args ?? {}, 'awaiting_approval') })
+    }
+  }
+  view.paused = { call_ids: calls.map((c) => c.call_id), expires_at: expiresAt, submitting: false }
 }
 
 /** Finish a sub-run whose own stream could not be read, from what its parent reported. */
@@ -232,8 +298,12 @@ function finish(
   view.error = error
   view.stopping = false
   view.queued = null
+  view.ended_awaiting_approval = view.paused !== null
+  view.paused = null
   for (const part of view.parts) {
-    if (part.kind === 'tool' && part.call.status === 'running') part.call.status = 'cancelled'
+    if (part.kind !== 'tool') continue
+    part.call.decision = null
+    if (part.call.status === 'running' || part.call.status === 'awaiting_approval') part.call.status = 'cancelled'
   }
 }
 
@@ -331,19 +401,12 @@ function addStoredMessage(view: RunView, message: StoredMessage): void {
     else view.parts.push({ kind: 'text', text: message.content })
   }
   for (const call of message.tool_calls ?? []) {
-    view.parts.push({
-      kind: 'tool',
-      call: {
-        call_id: call.call_id,
-        tool: call.tool,
-        args: call.args ?? {},
-        // A call stored as running in a run that is over never finished.
-        status: call.status === 'running' ? 'cancelled' : call.status,
-        result: call.result ?? null,
-        error: call.error ?? null,
-        child_run_ids: [],
-      },
-    })
+    // A call stored as running (or awaiting approval) in a run that is over never finished.
+    const open = call.status === 'running' || call.status === 'awaiting_approval'
+    const shown = newCall(call.call_id, call.tool, call.args ?? {}, open ? 'cancelled' : call.status)
+    shown.result = call.result ?? null
+    shown.error = call.error ?? null
+    view.parts.push({ kind: 'tool', call: shown })
   }
   // Without a stored run row, the messages' own statuses are the best evidence of how it ended.
   // A message stored as streaming in a run that is over was cut off.

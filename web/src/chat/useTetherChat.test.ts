@@ -393,3 +393,245 @@ describe('sessions', () => {
     expect(chat.banner.value).toMatchObject({ message: 'That session no longer exists.', retry: null })
   })
 })
+
+describe('approvals', () => {
+  const ARGS = { record_id: 'R-7' }
+
+  /** Send a message and let the run pause on one call (or on `calls`). */
+  async function pausedChat(calls = [{ call_id: 'c1', args: ARGS }]) {
+    const chat = await ready()
+    chat.send('delete R-7')
+    const stream = await runStream()
+    stream.push(ev.started('r1', 0), ev.text('r1', 1, 'I will delete record R-7.'))
+    calls.forEach((c, i) => stream.push(ev.toolStarted('r1', 2 + i, c.call_id, 'delete_record', c.args)))
+    stream.push(ev.paused('r1', 2 + calls.length, calls, '2030-01-01T00:00:00Z'))
+    stream.close()
+    await vi.waitFor(() => expect(chat.isAwaitingApproval.value).toBe(true))
+    return { chat, stream, pausedSeq: 2 + calls.length }
+  }
+
+  function card(chat: Awaited<ReturnType<typeof ready>>, callId: string) {
+    const part = chat.currentRun.value!.parts.find((p) => p.kind === 'tool' && p.call.call_id === callId)
+    return part?.kind === 'tool' ? part.call : undefined
+  }
+
+  it('waits for a decision without a banner, then streams the continuation into the same turn', async () => {
+    server.streams('POST', '/runs/r1/resume')
+    const { chat } = await pausedChat()
+    // The stream ended at run_paused, as it should: no "connection lost", the run is not over.
+    expect(chat.banner.value).toBeNull()
+    expect(chat.isStreaming.value).toBe(true)
+    expect(chat.send('something else')).toBe(false)
+    expect(card(chat, 'c1')).toMatchObject({ status: 'awaiting_approval', args: ARGS })
+    expect(JSON.parse(perTab.getItem(STORAGE_KEYS.run)!)).toMatchObject({ run_id: 'r1', last_seq: 3 })
+
+    expect(chat.decide('c1', { approved: true, args: null, message: null })).toBe(true)
+    const resumed = await server.stream('POST', '/runs/r1/resume')
+    expect(resumed.request.body).toEqual({
+      decisions: [{ call_id: 'c1', approved: true, args: null, message: null }],
+      on_disconnect: 'continue',
+    })
+    expect(chat.isAwaitingApproval.value).toBe(false)
+    expect(chat.decide('c1', { approved: false, args: null, message: null })).toBe(false)
+
+    resumed.push(
+      ev.resumed('r1', 4, [{ call_id: 'c1', approved: true, args: null, message: null }]),
+      ev.toolFinished('r1', 5, 'c1', 'ok', 'record R-7 deleted'),
+      ev.text('r1', 6, 'The tool answered: record R-7 deleted'),
+      ev.finished('r1', 7),
+    )
+    await vi.waitFor(() => expect(chat.isStreaming.value).toBe(false))
+    expect(chat.transcript.value.items.map((i) => i.kind)).toEqual(['user', 'run'])
+    expect(chat.currentRun.value).toMatchObject({ run_id: 'r1', status: 'complete', paused: null })
+    expect(card(chat, 'c1')).toMatchObject({ status: 'ok', result: 'record R-7 deleted' })
+    expect(text(chat.currentRun.value)).toBe('I will delete record R-7.[delete_record]The tool answered: record R-7 deleted')
+    expect(perTab.getItem(STORAGE_KEYS.run)).toBeNull()
+  })
+
+  it('sends nothing until every waiting call is decided, and lets a decision be changed until then', async () => {
+    server.streams('POST', '/runs/r1/resume')
+    const { chat } = await pausedChat([
+      { call_id: 'c1', args: { record_id: 'R-1' } },
+      { call_id: 'c2', args: { record_id: 'R-2' } },
+    ])
+    expect(chat.decide('c1', { approved: true, args: null, message: null })).toBe(true)
+    expect(chat.undoDecision('c1')).toBe(true)
+    expect(chat.decide('c1', { approved: false, args: null, message: 'keep R-1' })).toBe(true)
+    expect(server.calls('POST', '/runs/r1/resume')).toHaveLength(0)
+    expect(chat.decide('nope', { approved: true, args: null, message: null })).toBe(false)
+
+    chat.decide('c2', { approved: true, args: { record_id: 'R-3' }, message: null })
+    const resumed = await server.stream('POST', '/runs/r1/resume')
+    expect(resumed.request.body).toMatchObject({
+      decisions: [
+        { call_id: 'c1', approved: false, args: null, message: 'keep R-1' },
+        { call_id: 'c2', approved: true, args: { record_id: 'R-3' }, message: null },
+      ],
+    })
+    expect(chat.undoDecision('c2')).toBe(false)
+  })
+
+  it('stops a paused run through the server and follows its events to the end; the next message works', async () => {
+    server
+      .json('POST', '/runs/r1/cancel', { run_id: 'r1', accepted: true, status: 'cancelled', reason: 'user' })
+      .streams('GET', '/runs/r1/events?after=3')
+    const { chat } = await pausedChat()
+    await chat.stop()
+    expect(server.calls('POST', '/runs/r1/cancel').map((r) => r.body)).toEqual([{ reason: 'user', mode: 'now' }])
+    expect(chat.isStopping.value).toBe(true)
+    expect(chat.isAwaitingApproval.value).toBe(false)
+    expect(chat.decide('c1', { approved: true, args: null, message: null })).toBe(false)
+
+    const end = await server.stream('GET', '/runs/r1/events?after=3')
+    end.push(ev.stopRequested('r1', 4), ev.toolFinished('r1', 5, 'c1', 'cancelled', null), ev.finished('r1', 6, 'cancelled', 'user'))
+    await vi.waitFor(() => expect(chat.isStreaming.value).toBe(false))
+    expect(chat.currentRun.value).toMatchObject({ status: 'interrupted', reason: 'user', paused: null })
+    expect(card(chat, 'c1')!.status).toBe('cancelled')
+    expect(outcomeInWords(chat.currentRun.value!)).toBe('Stopped by you')
+    expect(server.calls('POST', '/runs/r1/resume')).toHaveLength(0)
+
+    expect(chat.send('next')).toBe(true)
+    const next = await runStream()
+    expect(next.request.body).toMatchObject({ message: 'next', session_id: 's1' })
+  })
+
+  it('follows the end of a run whose stop crossed its pause', async () => {
+    server
+      .json('POST', '/runs/r1/cancel', { run_id: 'r1', accepted: true, status: 'running', reason: 'user' })
+      .streams('GET', '/runs/r1/events?after=3')
+    const chat = await ready()
+    chat.send('delete R-7')
+    const stream = await runStream()
+    stream.push(ev.started('r1', 0), ev.text('r1', 1, 'I will'), ev.toolStarted('r1', 2, 'c1', 'delete_record', ARGS))
+    await vi.waitFor(() => expect(chat.currentRunId.value).toBe('r1'))
+    await chat.stop()
+    // The run paused before the stop reached it: the stop ends it in the store, not on this stream.
+    stream.push(ev.paused('r1', 3, [{ call_id: 'c1', args: ARGS }]))
+    stream.close()
+    const end = await server.stream('GET', '/runs/r1/events?after=3')
+    end.push(ev.stopRequested('r1', 4), ev.finished('r1', 5, 'cancelled', 'user'))
+    await vi.waitFor(() => expect(chat.currentRun.value!.status).toBe('interrupted'))
+    expect(chat.banner.value).toBeNull()
+  })
+
+  it('does not spin when a stopped paused run shows no end yet, and offers to look again', async () => {
+    server
+      .json('POST', '/runs/r1/cancel', { run_id: 'r1', accepted: true, status: 'cancelled', reason: 'user' })
+      .json('GET', '/runs/r1/events?after=3', null, 204)
+    const { chat } = await pausedChat()
+    await chat.stop()
+    await vi.waitFor(() => expect(chat.banner.value?.message).toBe('The run was stopped, but its end has not arrived yet.'))
+    expect(server.calls('GET', '/runs/r1/events?after=3')).toHaveLength(1)
+    expect(chat.isStopping.value).toBe(true)
+
+    server.streams('GET', '/runs/r1/events?after=3')
+    const retried = chat.retry()
+    const end = await server.stream('GET', '/runs/r1/events?after=3')
+    end.push(ev.finished('r1', 4, 'cancelled', 'user'))
+    await retried
+    await vi.waitFor(() => expect(chat.currentRun.value!.status).toBe('interrupted'))
+  })
+
+  it('says so when the run stopped waiting (409), and shows how it ended', async () => {
+    server
+      .problem('POST', '/runs/r1/resume', 409, 'Conflict', 'run r1 is cancelled')
+      .streams('GET', '/runs/r1/events?after=3')
+    const { chat } = await pausedChat()
+    chat.decide('c1', { approved: true, args: null, message: null })
+    await vi.waitFor(() => expect(chat.banner.value).not.toBeNull())
+    expect(chat.banner.value).toMatchObject({
+      message: 'Your decision was not applied: the run is no longer waiting for approval (run r1 is cancelled).',
+      retry: null,
+    })
+    expect(card(chat, 'c1')!.decision).toBeNull()
+
+    const end = await server.stream('GET', '/runs/r1/events?after=3')
+    end.push(
+      ev.stopRequested('r1', 4, 'timeout'),
+      ev.toolFinished('r1', 5, 'c1', 'cancelled', null),
+      ev.finished('r1', 6, 'cancelled', 'timeout'),
+    )
+    await vi.waitFor(() => expect(chat.isStreaming.value).toBe(false))
+    expect(outcomeInWords(chat.currentRun.value!)).toBe('Stopped: nobody answered the approval request in time')
+    expect(chat.banner.value?.message).toMatch(/no longer waiting for approval/)
+  })
+
+  it('lets the person decide again when the server refuses the decisions (422)', async () => {
+    server.problem('POST', '/runs/r1/resume', 422, 'Invalid request', 'no decision for call c1')
+    const { chat } = await pausedChat()
+    chat.decide('c1', { approved: true, args: null, message: null })
+    await vi.waitFor(() => expect(chat.banner.value?.message).toBe('The server refused the decisions: no decision for call c1'))
+    expect(chat.isAwaitingApproval.value).toBe(true)
+    expect(chat.currentRun.value!.paused!.submitting).toBe(false)
+    expect(card(chat, 'c1')!.decision).toBeNull()
+  })
+
+  it('offers to send the decisions again when the request fails on the way', async () => {
+    server.on('POST', '/runs/r1/resume', () => Promise.reject(new TypeError('Failed to fetch')))
+    const { chat } = await pausedChat()
+    chat.decide('c1', { approved: false, args: null, message: 'no' })
+    await vi.waitFor(() => expect(chat.banner.value?.retry).toBeTruthy())
+    expect(chat.banner.value!.message).toMatch(/Couldn't send your decision: can't reach the server/)
+    expect(card(chat, 'c1')!.decision).toEqual({ approved: false, args: null, message: 'no' })
+
+    server.streams('POST', '/runs/r1/resume') // later routes win: the server is back
+    const retried = chat.retry()
+    const resumed = await server.stream('POST', '/runs/r1/resume')
+    expect(resumed.request.body).toMatchObject({ decisions: [{ call_id: 'c1', approved: false, message: 'no' }] })
+    resumed.push(
+      ev.resumed('r1', 4, [{ call_id: 'c1', approved: false, args: null, message: 'no' }]),
+      ev.toolFinished('r1', 5, 'c1', 'denied', 'no'),
+      ev.text('r1', 6, 'The tool answered: no'),
+      ev.finished('r1', 7),
+    )
+    await retried
+    expect(card(chat, 'c1')).toMatchObject({ status: 'denied', result: 'no' })
+    expect(chat.currentRun.value!.status).toBe('complete')
+  })
+
+  it('after a reload, shows the pending approval again from the replay, and approving works', async () => {
+    perTab.setItem(STORAGE_KEYS.view, JSON.stringify({ agent: 'helper', session_id: 's1' }))
+    perTab.setItem(STORAGE_KEYS.run, JSON.stringify({ session_id: 's1', run_id: 'r1', client_request_id: 'x', last_seq: 3 }))
+    server
+      .json('GET', '/sessions/s1', {
+        session_id: 's1',
+        agent: 'helper',
+        title: null,
+        active_run_id: 'r1',
+        runs: [{ run_id: 'r1', status: 'paused', reason: null, parent_run_id: null }],
+        messages: [
+          { message_id: 'm1', run_id: 'r1', role: 'user', content: 'delete R-7', status: 'complete', created_at: '', tool_calls: [] },
+          {
+            message_id: 'm2',
+            run_id: 'r1',
+            role: 'assistant',
+            content: 'I will delete record R-7.',
+            status: 'complete',
+            created_at: '',
+            tool_calls: [{ call_id: 'c1', tool: 'delete_record', args: ARGS, status: 'awaiting_approval', result: null, error: null }],
+          },
+        ],
+      })
+      .streams('GET', '/runs/r1/events?after=-1')
+      .streams('POST', '/runs/r1/resume')
+    const chat = makeChat()
+    await chat.init()
+    const replay = await server.stream('GET', '/runs/r1/events?after=-1')
+    replay.push(
+      ev.started('r1', 0),
+      ev.text('r1', 1, 'I will delete record R-7.'),
+      ev.toolStarted('r1', 2, 'c1', 'delete_record', ARGS),
+      ev.paused('r1', 3, [{ call_id: 'c1', args: ARGS }]),
+    )
+    replay.close()
+    await vi.waitFor(() => expect(chat.isAwaitingApproval.value).toBe(true))
+    expect(chat.banner.value).toBeNull()
+    expect(text(chat.currentRun.value)).toBe('I will delete record R-7.[delete_record]')
+
+    chat.decide('c1', { approved: true, args: null, message: null })
+    const resumed = await server.stream('POST', '/runs/r1/resume')
+    resumed.push(ev.resumed('r1', 4, [{ call_id: 'c1', approved: true, args: null, message: null }]), ev.finished('r1', 5))
+    await vi.waitFor(() => expect(chat.isStreaming.value).toBe(false))
+    expect(chat.currentRun.value!.status).toBe('complete')
+  })
+})

@@ -12,12 +12,18 @@
  *   loaded, the active run's stored output dropped, and its events replayed from the start.
  * - Work started for one session never lands in another: each switch bumps an epoch and aborts
  *   the streams of the previous one.
+ * - A run that pauses for approval stays the current run (Send stays off, Stop stays on). Once
+ *   every waiting call has a decision they go to `POST /runs/{id}/resume` and the continuation
+ *   streams into the same turn. Stopping a paused run follows its events to the end, since no
+ *   stream is open for it; a resume refused because the run moved on (409) says so and shows
+ *   how the run ended. A reload replays the run's events, which end at `run_paused` again.
  */
 
 import { computed, getCurrentScope, onScopeDispose, ref, shallowRef } from 'vue'
 import { ApiError, AuthError, TetherClient, type FetchLike } from '../api/client'
 import { StreamIdleError } from '../api/sse'
 import type { AgentInfo, RunEvent, SessionSummary } from '../api/types'
+import { awaitingCalls, collectDecisions } from './approval'
 import {
   applyEvent,
   childIds,
@@ -27,7 +33,9 @@ import {
   renameRun,
   settleFromReport,
   transcriptFromSession,
+  type Decision,
   type RunView,
+  type ToolCallView,
   type Transcript,
 } from './transcript'
 
@@ -110,19 +118,27 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   )
   const isStreaming = computed(() => currentRun.value !== null && !isFinished(currentRun.value))
   const isStopping = computed(() => isStreaming.value && currentRun.value!.stopping)
+  /** The current run waits for a person's decision (not being stopped, no decision on its way). */
+  const isAwaitingApproval = computed(() => {
+    const paused = isStreaming.value ? currentRun.value!.paused : null
+    return paused !== null && !paused.submitting && !currentRun.value!.stopping
+  })
   const sessionTitle = computed(
     () => sessions.value.find((s) => s.session_id === sessionId.value)?.title ?? loadedTitle.value,
   )
 
   let epoch = 0
   const streams = new Set<AbortController>()
-  const following = new Set<string>()
+  /** The stream reading each run view, by view id; one at a time. */
+  const following = new Map<string, AbortController>()
   /** Streams that broke before their run finished, by run view id; Retry resumes them. */
   const broken = new Map<string, { top: boolean }>()
   let clientRequestId: string | null = null
   let pendingMessage: string | null = null
   let stopWanted = false
   let stopSent = false
+  /** The server answered the stop of the current run (so a paused run's end is in its events). */
+  let stopAnswered = false
 
   // ---- start-up, auth, agents -------------------------------------------------------------
 
@@ -299,6 +315,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     pendingMessage = message
     stopWanted = false
     stopSent = false
+    stopAnswered = false
     rememberRun({ session_id: sessionId.value, run_id: null, client_request_id: crid, last_seq: -1 })
     startRun(viewId, message, crid)
     return true
@@ -333,39 +350,49 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     const controller = new AbortController()
     streams.add(controller)
     let viewId = startId
-    following.add(viewId)
+    let applied = 0
+    following.set(viewId, controller)
     broken.delete(viewId)
+    // Released before the end is handled, so a handler can open the run's next stream (a
+    // paused run's end); guarded, so this stream never releases that next one.
+    const release = () => {
+      if (following.get(viewId) === controller) following.delete(viewId)
+    }
     try {
       for await (const event of open(controller.signal)) {
         if (mine !== epoch) return
         if (viewId.startsWith(PENDING) && event.run_id !== viewId) {
-          viewId = adoptRunId(viewId, event.run_id)
+          viewId = adoptRunId(viewId, event.run_id, controller)
         }
         if (event.kind === 'run_started' && top && event.run_id === viewId) onTopRunStarted(event.session_id)
         if (!applyEvent(transcript.value, event)) continue
+        applied++
         if (top && event.run_id === viewId) rememberSeq(event.seq)
         if (event.kind === 'child_run_started') follow(event.child_run_id, -1, false)
-        if (event.kind === 'run_finished' && event.run_id === viewId) break
+        if ((event.kind === 'run_finished' || event.kind === 'run_paused') && event.run_id === viewId) break
       }
       if (mine !== epoch) return
+      release()
       const view = transcript.value.runs[viewId]
       if (view && isFinished(view)) onRunFinished(view, top)
+      else if (view?.paused && !view.paused.submitting) onRunPaused(view, applied > 0)
       else streamBroke(viewId, top, null)
     } catch (err) {
       if (mine !== epoch || controller.signal.aborted) return
+      release()
       streamBroke(viewId, top, err)
     } finally {
       streams.delete(controller)
-      following.delete(viewId)
+      release()
     }
   }
 
   /** The server named the pending run: re-key its view, and remember the id for reloads. */
-  function adoptRunId(pendingId: string, runId: string): string {
+  function adoptRunId(pendingId: string, runId: string, controller: AbortController): string {
     renameRun(transcript.value, pendingId, runId)
     if (currentRunId.value === pendingId) currentRunId.value = runId
     following.delete(pendingId)
-    following.add(runId)
+    following.set(runId, controller)
     return runId
   }
 
@@ -398,6 +425,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       perTab.removeItem(STORAGE_KEYS.run)
       stopWanted = false
       stopSent = false
+      stopAnswered = false
     }
     // A sub-run whose stream failed is settled from what the parent reported about it.
     for (const id of allChildIds(view)) {
@@ -408,6 +436,33 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     void loadSessions()
   }
 
+  /**
+   * The run waits for approval and its stream has ended, as it should (a stream that starts at
+   * the pause ends at once, `progressed` false).
+   */
+  function onRunPaused(view: RunView, progressed: boolean): void {
+    broken.delete(view.run_id)
+    clearStreamBanner()
+    if (!view.stopping || view.run_id !== currentRunId.value) return
+    if (progressed) {
+      // A stop that crossed the pause ends the run in the store only: fetch that end. (If the
+      // stop is still on its way, this finds nothing new, and its answer follows the run again.)
+      followPaused(view)
+    } else if (stopAnswered) {
+      // Deliberate: no automatic retry, which could spin against a run that stays paused.
+      banner.value = {
+        message: 'The run was stopped, but its end has not arrived yet.',
+        retry: async () => followPaused(view),
+      }
+    }
+  }
+
+  /** Follow a paused run no stream is open for, to see what happens to it next. */
+  function followPaused(view: RunView): void {
+    if (isFinished(view) || !view.paused || view.paused.submitting) return
+    follow(view.run_id, view.last_seq, view.run_id === currentRunId.value)
+  }
+
   function clearStreamBanner(): void {
     if (broken.size === 0 && banner.value?.retry === retryStreams) banner.value = null
   }
@@ -416,6 +471,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     const view = transcript.value.runs[viewId]
     if (!view || isFinished(view)) return
     if (!top && settleFromReport(view)) return
+    if (view.paused?.submitting && resumeFailed(view, err)) return
     if (err instanceof AuthError) {
       fail(err, null)
       return
@@ -426,6 +482,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       view.status = 'error'
       view.error = describe(err)
       view.stopping = false
+      view.paused = null
       if (top) perTab.removeItem(STORAGE_KEYS.run)
       const session = sessionId.value
       const reload = top && session && !viewId.startsWith(PENDING) ? () => openSession(session) : null
@@ -460,6 +517,87 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     }
   }
 
+  // ---- approvals --------------------------------------------------------------------------
+
+  /**
+   * Record a decision for one call the current run waits on; once every waiting call has one,
+   * send them all and stream the continuation into the same turn.
+   *
+   * @returns false when the call is not waiting for a decision (or the decisions are on their way).
+   */
+  function decide(callId: string, decision: Decision): boolean {
+    const view = currentRun.value
+    const call = view?.paused && !view.paused.submitting && !view.stopping ? findWaiting(view, callId) : null
+    if (!view || !call) return false
+    call.decision = decision
+    if (collectDecisions(view)) void resume(view)
+    return true
+  }
+
+  /** Take back a decision that has not been sent yet (while other calls still wait for theirs). */
+  function undoDecision(callId: string): boolean {
+    const view = currentRun.value
+    const call = view?.paused && !view.paused.submitting ? findWaiting(view, callId) : null
+    if (!call) return false
+    call.decision = null
+    return true
+  }
+
+  function findWaiting(view: RunView, callId: string): ToolCallView | null {
+    return awaitingCalls(view).find((call) => call.call_id === callId) ?? null
+  }
+
+  async function resume(view: RunView): Promise<void> {
+    const decisions = collectDecisions(view)
+    if (!decisions || !view.paused || view.paused.submitting || isFinished(view)) return
+    view.paused.submitting = true
+    banner.value = null
+    // Deliberate: like a start, a reload or a dropped connection must not stop the continuation.
+    const body = { decisions, on_disconnect: 'continue' as const }
+    await consume(view.run_id, true, (signal) => client.resumeRun(view.run_id, body, signal))
+  }
+
+  /**
+   * The decisions did not get through (the resume request failed before `run_resumed`).
+   *
+   * @returns false for what any refused stream gets (a lost key, a run the server no longer has).
+   */
+  function resumeFailed(view: RunView, err: unknown): boolean {
+    view.paused!.submitting = false
+    if (err instanceof AuthError) return false
+    if (!(err instanceof ApiError) || isRetryable(err.status)) {
+      // The request may or may not have landed; sending it again is safe: if it did, the
+      // server answers 409 and the run's events are followed instead.
+      const why = err ?? new Error('the connection closed before the run went on')
+      fail(why, () => resume(view), "Couldn't send your decision")
+      return true
+    }
+    const detail = err.problem.detail ?? err.problem.title
+    if (err.status === 409) {
+      // Timed out, stopped or resumed elsewhere: the run's own events say how it went on.
+      forgetDecisions(view)
+      banner.value = {
+        message: `Your decision was not applied: the run is no longer waiting for approval (${detail}).`,
+        retry: null,
+      }
+      followPaused(view)
+      return true
+    }
+    if (err.status === 422) {
+      // The decisions don't match the calls the server waits on: let the person decide again.
+      forgetDecisions(view)
+      banner.value = { message: `The server refused the decisions: ${detail}`, retry: null }
+      return true
+    }
+    return false
+  }
+
+  function forgetDecisions(view: RunView): void {
+    for (const part of view.parts) {
+      if (part.kind === 'tool') part.call.decision = null
+    }
+  }
+
   // ---- stopping ---------------------------------------------------------------------------
 
   /** Ask the server to stop the streaming run; "stopping…" shows until its run_finished. */
@@ -479,6 +617,9 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     try {
       if (runId) {
         await client.cancelRun(runId, { reason: 'user', mode: 'now' })
+        stopAnswered = true
+        // A paused run has no stream open: its end is only in its events.
+        followPaused(view)
       } else if (sessionId.value && clientRequestId) {
         const result = await client.cancelSessionRun(sessionId.value, clientRequestId)
         if (!result?.accepted) {
@@ -515,6 +656,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     pendingMessage = null
     stopWanted = false
     stopSent = false
+    stopAnswered = false
     banner.value = null
   }
 
@@ -595,6 +737,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     currentRun,
     isStreaming,
     isStopping,
+    isAwaitingApproval,
     banner,
     // actions
     init,
@@ -609,6 +752,8 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     deleteSession,
     send,
     stop,
+    decide,
+    undoDecision,
     retry,
     dismissBanner,
     dispose,

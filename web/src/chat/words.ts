@@ -27,6 +27,9 @@ export function outcomeInWords(view: RunView): string {
     case 'complete':
       return ''
     case 'interrupted':
+      if (view.ended_awaiting_approval && view.reason === 'timeout') {
+        return 'Stopped: nobody answered the approval request in time'
+      }
       return capitalize(reasonInWords(view.reason) || 'interrupted')
     case 'error':
       return view.error ? `Failed: ${view.error}` : 'Failed'
@@ -35,4 +38,15 @@ export function outcomeInWords(view: RunView): string {
 
 function capitalize(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1)
+}
+
+/** When a paused run gives up waiting, in the reader's local time ("" if unknown). */
+export function expiryInWords(expiresAt: string | null): string {
+  if (!expiresAt) return ''
+  const date = new Date(expiresAt)
+  if (Number.isNaN(date.getTime())) return ''
+  const time = date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })
+  return date.toDateString() === new Date().toDateString()
+    ? `until ${time}`
+    : `until ${date.toLocaleDateString(undefined, { month: 'short', day: 'numeric' })}, ${time}`
 }

@@ -7,7 +7,7 @@
  */
 
 import type { FetchLike } from '../api/client'
-import type { RunEvent, StopReason, TerminalStatus } from '../api/types'
+import type { Json, RunEvent, StopReason, TerminalStatus, ToolDecision } from '../api/types'
 
 export interface RecordedRequest {
   method: string
@@ -175,7 +175,7 @@ export const ev = {
     run_id: string,
     seq: number,
     call_id: string,
-    status: 'ok' | 'error' | 'cancelled' = 'ok',
+    status: 'ok' | 'error' | 'cancelled' | 'denied' = 'ok',
     result: unknown = 'done',
     error: string | null = null,
   ): RunEvent => ({ kind: 'tool_call_finished', run_id, seq, call_id, status, result: result as never, error }),
@@ -209,6 +209,24 @@ export const ev = {
     mode: 'now',
     action: 'keep',
     by: null,
+  }),
+  paused: (
+    run_id: string,
+    seq: number,
+    calls: { call_id: string; tool?: string; args?: Record<string, Json> }[],
+    expires_at: string | null = null,
+  ): RunEvent => ({
+    kind: 'run_paused',
+    run_id,
+    seq,
+    calls: calls.map((c) => ({ call_id: c.call_id, tool: c.tool ?? 'delete_record', args: c.args ?? {} })),
+    expires_at,
+  }),
+  resumed: (run_id: string, seq: number, decisions: ToolDecision[]): RunEvent => ({
+    kind: 'run_resumed',
+    run_id,
+    seq,
+    decisions,
   }),
   finished: (
     run_id: string,
