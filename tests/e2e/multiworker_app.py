@@ -3,7 +3,9 @@
 - ``talk``: streams ``w0000 w0001 …``, a word every ``WORD_DELAY_S``, for minutes (every test
   stops it, or kills its worker, long before it ends);
 - ``lookup``: says ``LOOKUP_TEXT``, then calls ``slow_lookup``, an async tool that takes an hour;
-- ``quick``: answers ``QUICK_TEXT`` at once.
+- ``quick``: answers ``QUICK_TEXT`` at once;
+- ``approve``: says ``APPROVE_TEXT``, then calls ``send_note``, which needs a person's approval
+  (the run pauses); once decided, it repeats what the tool answered.
 
 Served by several ``tether serve --app tests.e2e.multiworker_app:make_app`` processes on one
 database and one Redis; settings (lease, flush interval) come from ``TETHER_*`` variables.
@@ -14,8 +16,8 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 import anyio
-from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai import Agent, Tool
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from tether import AgentContext, Tether
@@ -26,6 +28,7 @@ WORD_DELAY_S: Final = 0.02
 LOOKUP_TEXT: Final = "Let me look that up."
 QUICK_TEXT: Final = "Done."
 SLOW_TOOL_S: Final = 3600.0
+APPROVE_TEXT: Final = "I'll send the note once you approve."
 
 
 def word(index: int) -> str:
@@ -39,6 +42,11 @@ async def slow_lookup(query: str) -> str:
     return f"nothing found for {query}"
 
 
+def send_note(to: str) -> str:
+    """Send a note (needs a person's approval)."""
+    return f"note sent to {to}"
+
+
 def _last_prompt(messages: list[ModelMessage]) -> str | None:
     last = messages[-1]
     assert isinstance(last, ModelRequest)
@@ -49,6 +57,9 @@ def _last_prompt(messages: list[ModelMessage]) -> str | None:
 async def _stream(
     messages: list[ModelMessage], info: AgentInfo
 ) -> AsyncIterator[str | DeltaToolCalls]:
+    if returned := [p for p in messages[-1].parts if isinstance(p, ToolReturnPart)]:
+        yield f"The tool said: {returned[-1].model_response_str()}"
+        return
     match _last_prompt(messages):
         case "talk":
             for i in range(WORD_COUNT):
@@ -60,12 +71,17 @@ async def _stream(
             yield {0: DeltaToolCall(name="slow_lookup", json_args=args, tool_call_id="call_1")}
         case "quick":
             yield QUICK_TEXT
+        case "approve":
+            yield APPROVE_TEXT
+            args = json.dumps({"to": "ops"})
+            yield {0: DeltaToolCall(name="send_note", json_args=args, tool_call_id="call_2")}
         case prompt:
             raise AssertionError(f"the mw agent has no script for {prompt!r}")
 
 
 def mw_agent(ctx: AgentContext) -> Agent[None, str]:
-    return Agent(FunctionModel(stream_function=_stream, model_name="mw"), tools=[slow_lookup])
+    tools = [Tool(slow_lookup), Tool(send_note, requires_approval=True)]
+    return Agent(FunctionModel(stream_function=_stream, model_name="mw"), tools=tools)
 
 
 def make_app() -> Tether:

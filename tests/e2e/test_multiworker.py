@@ -133,14 +133,14 @@ class Stream:
                     return frame
             assert frame.event != "run_finished", f"the run ended before {kind}: {frame}"
 
-    async def read_to_end(self) -> Frame:
-        """Read through ``run_finished``; check the stream then ends; return that frame."""
-        while (frame := await self.next_frame()).event != "run_finished":
+    async def read_to_end(self, last: str = "run_finished") -> Frame:
+        """Read through ``last``; check the stream then ends; return that frame."""
+        while (frame := await self.next_frame()).event != last:
             pass
         with anyio.fail_after(FRAME_TIMEOUT_S):
             assert self._chunks is not None
             rest = "".join([chunk async for chunk in self._chunks])
-        assert not self._parser.feed(rest), "frames after run_finished"
+        assert not self._parser.feed(rest), f"frames after {last}"
         return frame
 
 
@@ -314,6 +314,36 @@ async def test_stream_resumed_on_the_other_worker_has_no_gap_and_no_duplicate(
     assert outcome(last) == ("run_finished", "cancelled", "user")
     text = first.text + resumed.text
     assert text == words(len(text) // len(word(0)))
+
+
+@pytest.mark.redis
+async def test_run_paused_on_one_worker_is_resumed_on_the_other(
+    pair: tuple[Worker, Worker],
+) -> None:
+    """Issue #9: a paused run is held by no worker, so any worker continues it."""
+    a, b = pair
+    async with start_run(a, "approve") as stream:
+        paused = await stream.read_to_end("run_paused")
+    [call] = paused.json["calls"]
+    assert (call["tool"], call["args"]) == ("send_note", {"to": "ops"})
+    assert (await get_json(a, f"/runs/{stream.run_id}"))["status"] == "paused"
+
+    decisions = [{"call_id": call["call_id"], "approved": True}]
+    async with (
+        b.client() as client,
+        client.stream(
+            "POST", f"/runs/{stream.run_id}/resume", json={"decisions": decisions}
+        ) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        resumed = Stream(response)
+        last = await resumed.read_to_end()
+
+    assert (resumed.frames[0].event, resumed.frames[0].seq) == ("run_resumed", paused.seq + 1)
+    assert outcome(last) == ("run_finished", "completed", None)
+    assert resumed.text == "The tool said: note sent to ops"
+    stored = await get_json(a, f"/runs/{stream.run_id}")
+    assert (stored["status"], stored["awaiting_approval"]) == ("completed", [])
 
 
 @pytest.mark.redis
