@@ -11,17 +11,21 @@ Guarantees, beyond the ``Store`` contract:
   (Engine creation, connection setup and the retry loop live in ``_engine.py``.)
 - Reads of several tables (``messages``, ``history``) take a constant number of queries.
 
+The longer units' statements live next to this module, each run inside the unit its method
+opens: ``_sql_runs.py`` (run rows), ``_sql_recovery.py`` (runs of a lost worker),
+``_sql_writes.py`` (what runs streamed; paused runs) and ``_sql_reads.py`` (messages, history).
+
 Deliberately not done: no ORM relationships and no identity map shared between calls; every
 record returned is a fresh, frozen copy of what the database held.
 """
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Final, TypeVar
 
 from pydantic import JsonValue
-from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -31,13 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from tether.errors import Conflict, NotFound, UsageError
-from tether.events import (
-    ACTIVE_STATUSES,
-    LEASED_STATUSES,
-    TERMINAL_STATUSES,
-    RunFinished,
-    event_json,
-)
+from tether.events import LEASED_STATUSES
 from tether.ids import RunId, SessionId, UserId
 from tether.records import (
     CancelRequest,
@@ -45,22 +43,21 @@ from tether.records import (
     MessageRecord,
     RunRecord,
     SessionRecord,
-    ToolCallRecord,
     utcnow,
 )
+from tether.storage import _sql_reads as _reads
+from tether.storage import _sql_recovery as _recovery
+from tether.storage import _sql_runs as _runs
 from tether.storage import _sql_writes as _writes
 from tether.storage._engine import DEFAULT_RETRY_BUDGET_S, WRITE_OPTION, open_engine, run_unit
 from tether.storage.store import Finish, LiveEvents, StoredEvent, WriteBatch
-from tether.storage.tables import Base, MessageRow, RunEventRow, RunRow, SessionRow, ToolCallRow
+from tether.storage.tables import Base, RunEventRow, RunRow, SessionRow
 
 __all__ = ["DEFAULT_RETRY_BUDGET_S", "WRITE_OPTION", "SqlStore", "open_engine"]
 
 _CREATE_RUN_ATTEMPTS: Final = 3
 _T = TypeVar("_T")
 _Row = TypeVar("_Row", bound=Base)
-
-_ACTIVE: Final = RunRow.status.in_(ACTIVE_STATUSES)
-_IN_HISTORY: Final = (RunRow.parent_run_id.is_(None), RunRow.status.in_(TERMINAL_STATUSES))
 
 
 class SqlStore:
@@ -151,16 +148,7 @@ class SqlStore:
     # Runs
 
     async def create_run(self, run: RunRecord, user_message: MessageRecord | None) -> None:
-        async def work(db: AsyncSession) -> None:
-            await db.execute(insert(RunRow).values(RunRow.values(run)))
-            if user_message is not None:
-                await db.execute(insert(MessageRow).values(MessageRow.values(user_message)))
-            await db.execute(
-                update(SessionRow)
-                .where(SessionRow.session_id == run.session_id)
-                .values(updated_at=run.started_at)
-            )
-
+        work = partial(_runs.create, run=run, user_message=user_message)
         for attempt in range(_CREATE_RUN_ATTEMPTS):
             try:
                 # Deliberate: not replayed after a failed commit, which may have succeeded; the
@@ -184,17 +172,7 @@ class SqlStore:
                 f"session {run.session_id} already has an active run {active.run_id}",
                 active_run_id=active.run_id,
             )
-
-        async def work(db: AsyncSession) -> Conflict | NotFound | None:
-            if await db.get(SessionRow, run.session_id) is None:
-                return NotFound(f"no session {run.session_id}", session_id=run.session_id)
-            if run.parent_run_id is not None and await db.get(RunRow, run.parent_run_id) is None:
-                return NotFound(f"no run {run.parent_run_id}", run_id=run.parent_run_id)
-            if await db.get(RunRow, run.run_id) is not None:
-                return Conflict(f"run {run.run_id} already exists", run_id=run.run_id)
-            return None
-
-        return await self._unit(work)
+        return await self._unit(partial(_runs.create_conflict, run=run))
 
     async def get_run(self, run_id: RunId) -> RunRecord | None:
         row = await self._get(RunRow, run_id)
@@ -202,7 +180,7 @@ class SqlStore:
 
     async def active_run(self, session_id: SessionId) -> RunRecord | None:
         stmt = select(RunRow).where(
-            RunRow.session_id == session_id, RunRow.parent_run_id.is_(None), _ACTIVE
+            RunRow.session_id == session_id, RunRow.parent_run_id.is_(None), _runs.IS_ACTIVE
         )
         found = await self._select_runs(stmt.limit(1))
         return found[0] if found else None
@@ -218,20 +196,7 @@ class SqlStore:
         return [r.to_record() for r in await self._scalars(ordered)]
 
     async def claim_run(self, run_id: RunId, *, owner: str, lease_expires_at: datetime) -> bool:
-        stmt = (
-            update(RunRow)
-            .where(RunRow.run_id == run_id, RunRow.status == "pending")
-            .values(status="running", owner=owner, lease_expires_at=lease_expires_at)
-            .returning(RunRow.run_id)
-        )
-
-        async def work(db: AsyncSession) -> bool:
-            if (await db.execute(stmt)).scalar_one_or_none() is not None:
-                return True
-            if await db.get(RunRow, run_id) is None:
-                raise NotFound(f"no run {run_id}", run_id=run_id)
-            return False
-
+        work = partial(_runs.claim, run_id=run_id, owner=owner, lease_expires_at=lease_expires_at)
         # Deliberate: a replay after a commit that did succeed would answer False.
         return await self._unit(work, is_write=True, is_idempotent=False)
 
@@ -255,20 +220,7 @@ class SqlStore:
     async def _update_active_run(
         self, run_id: RunId, where: Sequence[ColumnElement[bool]], **values: Any
     ) -> RunRecord:
-        """Compare-and-set on an active run; return the run as it now is, whoever won."""
-        stmt = (
-            update(RunRow)
-            .where(RunRow.run_id == run_id, _ACTIVE, *where)
-            .values(**values)
-            .returning(RunRow)
-        )
-
-        async def work(db: AsyncSession) -> RunRecord:
-            row = (await db.scalars(stmt)).one_or_none() or await db.get(RunRow, run_id)
-            if row is None:
-                raise NotFound(f"no run {run_id}", run_id=run_id)
-            return row.to_record()
-
+        work = partial(_runs.update_active, run_id=run_id, where=where, values=values)
         return await self._unit(work, is_write=True)
 
     async def renew_leases(
@@ -276,13 +228,10 @@ class SqlStore:
     ) -> list[RunRecord]:
         if not run_ids:
             return []
-        stmt = (
-            update(RunRow)
-            .where(RunRow.run_id.in_(run_ids), RunRow.owner == owner, _ACTIVE)
-            .values(lease_expires_at=lease_expires_at)
-            .returning(RunRow)
+        work = partial(
+            _runs.renew_leases, owner=owner, run_ids=run_ids, lease_expires_at=lease_expires_at
         )
-        renewed = [r.to_record() for r in await self._scalars(stmt, is_write=True)]
+        renewed = await self._unit(work, is_write=True)
         order = {run_id: i for i, run_id in enumerate(run_ids)}
         return sorted((r for r in renewed if r.cancel is not None), key=lambda r: order[r.run_id])
 
@@ -303,85 +252,20 @@ class SqlStore:
                 return []
             published = await live.last_seqs(candidates)
             is_expired.append(RunRow.run_id.in_(candidates))
-        terminals: list[StoredEvent] = []
-
-        async def work(db: AsyncSession) -> list[RunRecord]:
-            # The CAS: a concurrent recoverer (or the owner finishing late) changes each run at
-            # most once, because the second UPDATE no longer matches once the first commits.
-            expired = await db.scalars(
-                update(RunRow)
-                .where(*is_expired)
-                .values(
-                    status="interrupted",
-                    reason="worker_lost",
-                    error=None,
-                    finished_at=now,
-                    lease_expires_at=None,
-                )
-                .returning(RunRow)
-            )
-            runs = sorted((r.to_record() for r in expired), key=lambda r: (r.started_at, r.run_id))
-            terminals[:] = await self._close_lost_runs(
-                db, [r.run_id for r in runs], now=now, published=published
-            )
-            return runs
-
+        work = partial(
+            _recovery.interrupt,
+            where=is_expired,
+            now=now,
+            published=published,
+            insert=self._insert,
+        )
         # Deliberate: a replay after a commit that did succeed would find nothing and return [],
         # losing the caller's list of runs to announce.
-        runs = await self._unit(work, is_write=True, is_idempotent=False)
+        runs, terminals = await self._unit(work, is_write=True, is_idempotent=False)
         if live is not None:
             for event in terminals:  # only once committed: a viewer that got one ends for good
                 live.publish(event)
         return runs
-
-    async def _close_lost_runs(
-        self,
-        db: AsyncSession,
-        run_ids: list[RunId],
-        *,
-        now: datetime,
-        published: Mapping[RunId, int],
-    ) -> list[StoredEvent]:
-        """Close the runs' messages and tool calls; append their terminal events and return them.
-
-        A terminal event's seq follows both the run's last stored event and the last one
-        ``published`` on the bus, which viewers may have seen though it was never stored.
-        """
-        if not run_ids:
-            return []
-        await db.execute(
-            update(MessageRow)
-            .where(MessageRow.run_id.in_(run_ids), MessageRow.status == "streaming")
-            .values(status="interrupted", completed_at=now)
-        )
-        await db.execute(
-            update(ToolCallRow)
-            .where(ToolCallRow.run_id.in_(run_ids), ToolCallRow.status == "running")
-            .values(status="cancelled", error="worker lost", finished_at=now)
-        )
-        max_seqs = await db.execute(
-            select(RunEventRow.run_id, func.max(RunEventRow.seq))
-            .where(RunEventRow.run_id.in_(run_ids))
-            .group_by(RunEventRow.run_id)
-        )
-        last = dict(max_seqs.all())
-        terminals: dict[RunId, StoredEvent] = {}
-        for run_id in run_ids:
-            seq = max(last.get(run_id, -1), published.get(run_id, -1)) + 1
-            terminal = RunFinished(
-                run_id=run_id, seq=seq, status="interrupted", reason="worker_lost"
-            )
-            terminals[run_id] = StoredEvent(
-                run_id=run_id, seq=seq, kind=terminal.kind, payload=event_json(terminal)
-            )
-        # Deliberate: if the lost worker is still alive and appended at this seq in between, its
-        # event stays and this one is dropped rather than failing the whole recovery; only the
-        # ones stored are returned, to be published.
-        inserted = await db.scalars(
-            self._insert(RunEventRow).on_conflict_do_nothing().returning(RunEventRow.run_id),
-            [RunEventRow.values(t, at=now) for t in terminals.values()],
-        )
-        return [terminals[RunId(run_id)] for run_id in inserted]
 
     # What the run streamed
 
@@ -438,17 +322,10 @@ class SqlStore:
     async def last_seq(self, run_id: RunId) -> int:
         return await self._unit(partial(_writes.last_seq, run_id=run_id))
 
-    async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
-        async def work(db: AsyncSession) -> list[MessageRecord]:
-            run = await db.get(RunRow, run_id)
-            if run is None:
-                return []
-            messages = await _load_messages(
-                db, SessionId(run.session_id), run_filter=(RunRow.run_id == run_id,)
-            )
-            return messages
+    # Messages, events and history
 
-        return await self._unit(work)
+    async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
+        return await self._unit(partial(_reads.run_messages, run_id=run_id))
 
     async def events_after(self, run_id: RunId, after_seq: int, *, limit: int) -> list[StoredEvent]:
         stmt = (
@@ -460,27 +337,10 @@ class SqlStore:
         return [r.to_stored() for r in await self._scalars(stmt)]
 
     async def messages(self, session_id: SessionId) -> list[MessageRecord]:
-        async def work(db: AsyncSession) -> list[MessageRecord]:
-            return await _load_messages(db, session_id)
-
-        return await self._unit(work)
+        return await self._unit(partial(_reads.load_messages, session_id=session_id))
 
     async def history(self, session_id: SessionId) -> list[HistoryTurn]:
-        runs_stmt = (
-            select(RunRow)
-            .where(RunRow.session_id == session_id, *_IN_HISTORY)
-            .order_by(RunRow.started_at, RunRow.run_id)
-        )
-
-        async def work(db: AsyncSession) -> list[HistoryTurn]:
-            runs = [r.to_record() for r in await db.scalars(runs_stmt)]
-            by_run: dict[RunId, list[MessageRecord]] = {r.run_id: [] for r in runs}
-            for message in await _load_messages(db, session_id, run_filter=_IN_HISTORY):
-                if (bucket := by_run.get(message.run_id)) is not None:
-                    bucket.append(message)
-            return [HistoryTurn(run=r, messages=tuple(by_run[r.run_id])) for r in runs]
-
-        return await self._unit(work)
+        return await self._unit(partial(_reads.history, session_id=session_id))
 
     # Plumbing
 
@@ -518,26 +378,3 @@ class SqlStore:
             retry_budget_s=self._retry_budget_s,
             is_idempotent=is_idempotent,
         )
-
-
-async def _load_messages(
-    db: AsyncSession, session_id: SessionId, *, run_filter: Sequence[ColumnElement[bool]] = ()
-) -> list[MessageRecord]:
-    """The session's messages in order with their tool calls: two queries, whatever the count.
-
-    ``run_filter`` restricts them to the messages of runs matching it.
-    """
-    messages = select(MessageRow).where(MessageRow.session_id == session_id)
-    calls = (
-        select(ToolCallRow)
-        .join(MessageRow, ToolCallRow.message_id == MessageRow.message_id)
-        .where(MessageRow.session_id == session_id)
-    )
-    if run_filter:
-        messages = messages.join(RunRow, RunRow.run_id == MessageRow.run_id).where(*run_filter)
-        calls = calls.join(RunRow, RunRow.run_id == MessageRow.run_id).where(*run_filter)
-    by_message: dict[str, list[ToolCallRecord]] = {}
-    for call in await db.scalars(calls.order_by(ToolCallRow.started_at, ToolCallRow.call_id)):
-        by_message.setdefault(call.message_id, []).append(call.to_record())
-    ordered = messages.order_by(MessageRow.created_at, MessageRow.message_id)
-    return [m.to_record(tuple(by_message.get(m.message_id, ()))) for m in await db.scalars(ordered)]

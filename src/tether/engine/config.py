@@ -1,0 +1,22 @@
+"""``EngineConfig``: one worker's engine settings, and the fixed bound on a run's final write."""
+
+from dataclasses import dataclass, field
+
+from tether.engine.history import HistoryRules
+from tether.engine.policies import RunLimits
+
+FINAL_WRITE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    worker_id: str
+    lease_s: float = 10.0
+    heartbeat_s: float = 1.0
+    stop_grace_s: float = 10.0
+    """How long ``after_turn`` waits for the turn to end before stopping ``now``."""
+    hard_stop_s: float = 2.0
+    """How long a runtime that stops itself gets before the engine cancels it outright."""
+    busy_wait_s: float = 30.0
+    history: HistoryRules = field(default_factory=HistoryRules)
+    limits: RunLimits = field(default_factory=RunLimits)

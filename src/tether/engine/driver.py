@@ -1,0 +1,295 @@
+"""``Driver``: the runs this worker holds, from the moment they are made to their final write.
+
+``new_run`` makes a run (and the children a runtime drives inside their parent); ``drive`` is
+the task a started or resumed run gets in the engine's task group: it drives the turn, then
+stores how the run ended. That final write is shielded and bounded by ``FINAL_WRITE_TIMEOUT_S``;
+only once it is done does the run leave the engine's table of runs (whose leases the heartbeat
+keeps renewing until then).
+
+Pause path: when the runtime returns ``Paused``, the run emits ``RunPaused``, its state is
+flushed, its row becomes ``paused`` (no owner; the lease column holds the approval deadline)
+and the worker forgets it. ``Engine.resume`` claims the row back and drives it again.
+"""
+
+import asyncio
+import functools
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import anyio
+from anyio.abc import TaskGroup
+
+from tether.bus.base import CancelBus, EventBus
+from tether.engine import approvals
+from tether.engine.cancel import CancelToken
+from tether.engine.config import FINAL_WRITE_TIMEOUT_S, EngineConfig
+from tether.engine.context import AgentContext
+from tether.engine.history import build_history
+from tether.engine.policies import BudgetMeter, RunLimits
+from tether.engine.recorder import Recorder
+from tether.engine.registry import AgentSpec
+from tether.engine.run import Resumption, Run
+from tether.errors import StorageError, UsageError
+from tether.events import StopReason, TerminalStatus
+from tether.ids import RunId, new_id
+from tether.records import CancelRequest, RunRecord, utcnow
+from tether.runtimes.base import Continuation, Paused, Runtime, Turn
+from tether.storage.store import Finish, Store
+
+log = logging.getLogger(__name__)
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cancel_bus: CancelBus,
+        event_bus: EventBus,
+        recorder: Recorder,
+        runtimes: Sequence[Runtime],
+        config: EngineConfig,
+        runs: dict[RunId, Run],
+        task_group: TaskGroup,
+    ) -> None:
+        self._store = store
+        self._cancel_bus = cancel_bus
+        self._event_bus = event_bus
+        self._recorder = recorder
+        self._runtimes = runtimes
+        self._config = config
+        self._runs = runs
+        """The engine's table, shared: a run is in it from ``new_run`` to its final write."""
+        self._task_group = task_group
+
+    # --- making runs ---------------------------------------------------------------------
+
+    def new_run(
+        self,
+        record: RunRecord,
+        spec: AgentSpec,
+        limits: RunLimits | None,
+        resume: Resumption | None = None,
+    ) -> Run:
+        limits = self._config.limits.merged(spec.limits).merged(limits)
+        token = CancelToken(grace_s=self._config.stop_grace_s)
+        run = Run(
+            run_id=record.run_id,
+            session_id=record.session_id,
+            user_id=record.user_id,
+            agent=record.agent,
+            parent_run_id=record.parent_run_id,
+            token=token,
+            buffer=self._recorder.open(
+                record.run_id, record.session_id, functools.partial(self._storage_lost, record)
+            ),
+            meter=BudgetMeter(limits, spec.pricing, before=record.usage),
+            event_bus=self._event_bus,
+            wake_recorder=self._recorder.wake,
+            open_child=self._open_child,
+            resume=resume,
+        )
+        run.approval_timeout_s = limits.approval_timeout_s
+        if limits.timeout_s is not None:
+            token.stop_after(limits.timeout_s, CancelRequest(reason="timeout", by="policy"))
+        self._runs[run.run_id] = run
+        return run
+
+    def _open_child(self, parent: Run, name: str) -> Run:
+        """A child run the parent's runtime drives: its row is written in the background."""
+        now = utcnow()
+        record = RunRecord(
+            run_id=RunId(new_id("run")),
+            session_id=parent.session_id,
+            agent=name,
+            user_id=parent.user_id,
+            parent_run_id=parent.run_id,
+            status="running",
+            started_at=now,
+            owner=self._config.worker_id,
+            lease_expires_at=now + timedelta(seconds=self._config.lease_s),
+        )
+        spec = AgentSpec(name=name, description="", factory=lambda ctx: None)
+        child = self.new_run(record, spec, None)
+        child.is_driven_by_parent = True
+        child.buffer.is_ready = False
+        parent.child_started(child, None)
+        self._task_group.start_soon(
+            self._persist_child, child, record, name=f"child {record.run_id}"
+        )
+        return child
+
+    async def _persist_child(self, child: Run, record: RunRecord) -> None:
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S):
+                await self._store.create_run(record, None)
+            child.buffer.is_ready = True
+            self._recorder.wake()
+            await child.wait()
+            await self._persist(child)
+
+    def _storage_lost(self, record: RunRecord, why: str) -> None:
+        if run := self._runs.get(record.run_id):
+            run.finish("failed", "error", why)
+            # Ended for its viewers; now stop the model too (the terminal event is already out).
+            run.token.request_stop(CancelRequest(reason="error", by="storage"))
+
+    # --- driving -------------------------------------------------------------------------
+
+    async def drive(
+        self,
+        run: Run,
+        spec: AgentSpec,
+        prompt: str,
+        ctx: AgentContext,
+        resume: Continuation | None = None,
+    ) -> None:
+        status: TerminalStatus = "failed"
+        reason: StopReason | None = "error"
+        error: str | None = "interrupted"
+        paused: Paused | None = None
+        # Deliberate: an immediate stop ends the run for its viewers right away. From that
+        # moment the sink is closed, so nothing more is emitted or recorded and the outcome is
+        # fixed; the runtime's teardown (closing the model stream, cancelling tool tasks) and
+        # the durable write still complete below, in this task, before `wait_persisted`.
+        run.token.on_stop_now(functools.partial(_finish_on_stop, run))
+        try:
+            async with self._cancel_bus.watch(run.run_id, functools.partial(_stop, run)):
+                with anyio.CancelScope() as scope:
+                    paused = await self._drive_turn(run, spec, prompt, ctx, scope, resume)
+            status, reason, error = "completed", None, None
+            if paused is not None and run.parent_run_id is not None:
+                paused = None
+                status, reason, error = "failed", "error", "a sub-agent can't wait for approval"
+        except Exception as exc:  # noqa: BLE001  # any failure of agent code ends the run `failed`
+            if run.token.request is None:
+                log.warning("run %s failed: %r", run.run_id, exc)
+                status, reason, error = "failed", "error", f"{type(exc).__name__}: {exc}"
+        except BaseException:
+            # Deliberate: an outer cancellation (shutdown) still records the run, then propagates.
+            status, reason, error = "cancelled", "shutdown", None
+            raise
+        finally:
+            if (request := run.token.request) is not None and status != "failed":
+                status, reason, error = "cancelled", request.reason, None
+            if paused is not None and status == "completed":
+                await self._pause(run, paused, ctx)
+            else:
+                await self._finish(run, status, reason, error)
+
+    async def _drive_turn(
+        self,
+        run: Run,
+        spec: AgentSpec,
+        prompt: str,
+        ctx: AgentContext,
+        scope: anyio.CancelScope,
+        resume: Continuation | None,
+    ) -> Paused | None:
+        if run.token.is_now:
+            return None
+        history = []
+        if run.parent_run_id is None:
+            history = build_history(await self._store.history(run.session_id), self._config.history)
+        agent = spec.factory(ctx)
+        runtime = self._runtime_for(agent, spec)
+        loop = asyncio.get_running_loop()
+        if runtime.handles_stop:
+            # The runtime stops itself (and cleanly); cancelling its scope is only the backstop.
+            def backstop() -> None:
+                loop.call_later(self._config.hard_stop_s, scope.cancel)
+
+            run.token.on_stop_now(backstop)
+        else:
+            run.token.on_stop_now(scope.cancel)
+        turn = Turn(
+            run_id=run.run_id,
+            session_id=run.session_id,
+            prompt=prompt,
+            history=history,
+            resume=resume,
+        )
+        return await runtime.drive(agent, turn, run, run.token)
+
+    def _runtime_for(self, agent: object, spec: AgentSpec) -> Runtime:
+        for runtime in self._runtimes:
+            if runtime.accepts(agent):
+                return runtime
+        raise UsageError(
+            f"agent {spec.name!r}: no runtime drives a {type(agent).__name__}", agent=spec.name
+        )
+
+    # --- the final write -----------------------------------------------------------------
+
+    async def _finish(
+        self, run: Run, status: TerminalStatus, reason: StopReason | None, error: str | None
+    ) -> None:
+        run.finish(status, reason, error)
+        await self._persist(run)
+
+    async def _persist(self, run: Run) -> None:
+        """Write the run's last state and its terminal status (shielded, bounded)."""
+        outcome = run.outcome
+        assert outcome is not None
+        with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S, shield=True):
+            for child in run.children:  # a parent is stored as ended only after its children
+                await child.wait_persisted()
+            await self._recorder.close(run.buffer)
+            # Compare-and-set: if recovery already marked the run, its verdict stands.
+            try:
+                if (request := run.token.request) is not None:
+                    # Who stopped it and why, recorded before the run leaves the active states
+                    # (the canceller's own note may come later, and then finds it finished).
+                    await self._store.request_cancel(run.run_id, request)
+                await self._store.finish_run(
+                    run.run_id,
+                    Finish(
+                        status=outcome.status,
+                        reason=outcome.reason,
+                        error=outcome.error,
+                        usage=outcome.usage,
+                        finished_at=utcnow(),
+                    ),
+                )
+            except StorageError as exc:
+                # Like the time bound: give up on this write, never take the engine down with it.
+                log.warning("run %s: terminal state not stored: %s", run.run_id, exc)
+        self._runs.pop(run.run_id, None)
+        run.token.close()
+        run.mark_persisted()
+
+    async def _pause(self, run: Run, paused: Paused, ctx: AgentContext) -> None:
+        """Emit the pause, store it, and let go of the run (shielded, bounded)."""
+        timeout_s = run.approval_timeout_s
+        expires_at = utcnow() + timedelta(seconds=timeout_s) if timeout_s is not None else None
+        if run.pause(paused.calls, expires_at) is None:  # a stop ended it first
+            await self._persist(run)
+            return
+        context = ctx.context.model_dump(mode="json") if ctx.context is not None else None
+        with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S, shield=True):
+            await self._recorder.close(run.buffer)
+            try:
+                is_paused = await self._store.pause_run(
+                    run.run_id,
+                    owner=self._config.worker_id,
+                    expires_at=expires_at,
+                    state=approvals.resume_state(context, paused.state),
+                )
+                if not is_paused:
+                    log.warning("run %s: pause not stored, the run ended meanwhile", run.run_id)
+            except StorageError as exc:
+                log.warning("run %s: pause not stored: %s", run.run_id, exc)
+        self._runs.pop(run.run_id, None)
+        run.token.close()
+        run.mark_persisted()
+
+
+def _stop(run: Run, request: CancelRequest) -> None:
+    run.stop(request)
+
+
+def _finish_on_stop(run: Run) -> None:
+    request = run.token.request
+    assert request is not None
+    run.finish("cancelled", request.reason, None)

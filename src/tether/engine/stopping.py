@@ -1,0 +1,168 @@
+"""``Stopper``: the engine's stop path, for runs held here, elsewhere, paused, or not made yet.
+
+``cancel`` delivers to a run in this process directly (no I/O before the stop lands), then
+records the intent durably; a run owned by another worker gets the intent written to its row
+first and then pushed over the cancel bus, and its owner's heartbeat also reads the row, so a
+lost push still stops it. A paused run is owned by nobody: its end is written to the store
+directly (``engine/approvals.py``), by ``cancel`` or, once its approval deadline passed, by
+``expire_paused``. A stop pressed before the client knew the run id is held for a few seconds
+(``stop_pending``) and taken by the run it was meant for when that run starts.
+"""
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+
+from tether.bus.base import CancelBus, EventBus
+from tether.engine import approvals
+from tether.engine.config import FINAL_WRITE_TIMEOUT_S
+from tether.engine.run import Run
+from tether.errors import NotFound, StorageError
+from tether.events import TERMINAL_STATUSES, RunPaused, RunStatus, StopReason
+from tether.ids import RunId, SessionId, UserId
+from tether.records import CancelRequest, RunRecord, utcnow
+from tether.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+EARLY_STOP_TTL_S = 10.0
+"""How long ``stop_pending`` holds a stop: a stop pressed before the client knew the run id
+still wins, while a stray second click can't stop a run started much later."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelResult:
+    run_id: RunId
+    accepted: bool
+    """True if this request is the one that stops the run."""
+    status: RunStatus
+    reason: StopReason | None
+
+
+class Stopper:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cancel_bus: CancelBus,
+        event_bus: EventBus,
+        runs: Mapping[RunId, Run],
+        worker_id: str,
+    ) -> None:
+        self._store = store
+        self._cancel_bus = cancel_bus
+        self._event_bus = event_bus
+        self._runs = runs
+        """The engine's table of the runs held here (read only)."""
+        self._worker_id = worker_id
+        self._early_stops: dict[str, tuple[CancelRequest, UserId, float]] = {}
+
+    async def cancel(self, run_id: RunId, request: CancelRequest, *, wait: bool) -> CancelResult:
+        accepted = False
+        if (run := self._runs.get(run_id)) is not None and run.paused is not None:
+            await run.wait_persisted()  # its pause is being stored: then end it there
+            run = None
+        if run is not None:
+            accepted = run.stop(request)
+            # Let the run's viewers send the stop's frames before the durable note's I/O.
+            await anyio.lowlevel.checkpoint()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._store.request_cancel(run_id, run.token.request or request)
+            except StorageError as exc:
+                # The stop has landed; only its durable note is late (the run's end records it).
+                log.warning("run %s: stop recorded in memory only: %s", run_id, exc)
+            # A run that takes the stop ends: it can no longer pause.
+            outcome = await run.wait_persisted() if wait else run.outcome
+            assert not isinstance(outcome, RunPaused)
+            status = outcome.status if outcome else "running"
+            return CancelResult(
+                run_id=run_id,
+                accepted=accepted,
+                status=status,
+                reason=outcome.reason if outcome else None,
+            )
+        else:
+            # One round trip: the intent is written (first one wins) and the run read back.
+            record = await self._store.request_cancel(run_id, request)
+            if record.status == "paused":
+                record = await self.end_paused(record, request)
+            if record.status not in TERMINAL_STATUSES:  # running elsewhere (or just resumed)
+                try:
+                    await self._cancel_bus.request_stop(run_id, request)
+                except StorageError as exc:
+                    # The intent is on the run's row, which its owner's heartbeat reads: the
+                    # stop still lands, within a beat instead of at once.
+                    log.warning("run %s: stop not pushed, left to the heartbeat: %s", run_id, exc)
+            accepted = record.cancel == request
+        if wait:
+            record = await self.wait_terminal(run_id)
+        return CancelResult(
+            run_id=run_id, accepted=accepted, status=record.status, reason=record.reason
+        )
+
+    async def end_paused(self, record: RunRecord, request: CancelRequest) -> RunRecord:
+        messages = await self._store.run_messages(record.run_id)
+        last_seq = await self._store.last_seq(record.run_id)
+        finish, batch = approvals.ending(record, messages, request, last_seq=last_seq, now=utcnow())
+        ended = await self._store.end_paused(record.run_id, finish, cancel=request, batch=batch)
+        if ended is None:
+            current = await self._store.get_run(record.run_id)
+            assert current is not None
+            return current
+        for event in batch.events:
+            self._event_bus.publish(event)
+        return ended
+
+    async def expire_paused(self) -> list[RunRecord]:
+        ended: list[RunRecord] = []
+        for record in await self._store.expired_paused(utcnow()):
+            request = CancelRequest(reason="timeout", by="policy")
+            now = await self.end_paused(record, request)
+            if now.status == "cancelled" and now.reason == "timeout":
+                ended.append(now)
+        return ended
+
+    def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
+        now = anyio.current_time()
+        self._early_stops = {
+            k: held for k, held in self._early_stops.items() if now - held[2] < EARLY_STOP_TTL_S
+        }
+        self._early_stops[key] = (request, user_id, now)
+
+    def take_early_stop(
+        self, client_request_id: str | None, session_id: SessionId, user_id: UserId
+    ) -> CancelRequest | None:
+        """The stop held for a run ``user_id`` starts now, if any (it is held no longer)."""
+        found: CancelRequest | None = None
+        now = anyio.current_time()
+        for key in (client_request_id, session_id):
+            held = self._early_stops.pop(key, None) if key else None
+            if held is not None and held[1] == user_id and now - held[2] < EARLY_STOP_TTL_S:
+                found = found or held[0]
+        return found
+
+    async def wait_terminal(self, run_id: RunId) -> RunRecord:
+        if (run := self._runs.get(run_id)) is not None:
+            await run.wait_persisted()
+        while True:
+            record = await self._store.get_run(run_id)
+            if record is None:
+                raise NotFound(f"no run {run_id}", run_id=run_id)
+            if record.status in TERMINAL_STATUSES:
+                return record
+            if (run := self._runs.get(run_id)) is not None:
+                await run.wait_persisted()
+            else:
+                await anyio.sleep(0.05)
+
+    async def shutdown(self) -> None:
+        runs = list(self._runs.values())
+        for run in runs:
+            run.stop(CancelRequest(reason="shutdown", by=self._worker_id))
+        with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S):
+            for run in runs:
+                await run.wait_persisted()
