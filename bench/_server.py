@@ -129,7 +129,9 @@ async def _serve(app: Any, profile: str | None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)  # connections wait in the backlog until uvicorn has started
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False, http="httptools"
+    )
     server = uvicorn.Server(config)
     print(f"port {sock.getsockname()[1]}", flush=True)
     gc.collect()

@@ -44,7 +44,7 @@ from http_stop import TOOL_SETTLE_S, row
 DEFAULT_POSTGRES_URL: Final = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 PACED_INTERVAL_S: Final = 0.050
-"""The ``paced`` agent's wait between tokens: 20 tokens/s (``bench/scale.py``)."""
+"""The ``paced`` agent's interval between tokens: 20 tokens/s (``bench/scale.py``)."""
 STARTUP_TIMEOUT_S: Final = 120.0
 _RUN_ID: Final = re.compile(rb"x-run-id: (\S+)", re.IGNORECASE)
 
@@ -53,8 +53,13 @@ _RUN_ID: Final = re.compile(rb"x-run-id: (\S+)", re.IGNORECASE)
 
 
 async def _paced(messages: Any, info: Any) -> AsyncIterator[str]:
+    # On its own clock, as a provider streams: a token every interval, however long the
+    # consumer takes with the last one (sleeping a full interval after each yield would add
+    # the consumer's latency to every gap, and slow the stream down instead of showing it).
+    due = anyio.current_time()
     for i in range(1_000_000):
-        await anyio.sleep(PACED_INTERVAL_S)
+        due += PACED_INTERVAL_S
+        await anyio.sleep(max(0.0, due - anyio.current_time()))
         yield f"w{i} "
 
 

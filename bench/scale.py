@@ -1,14 +1,15 @@
 """How many concurrent streaming runs fit: 2 workers on PostgreSQL + Redis vs 1 on SQLite.
 
-Each run streams 20 tokens/s (the ``paced`` agent of ``bench/cross_worker_stop.py`` waits 50 ms
-before each token) for as long as its client reads. For each N in ``--steps`` a client process
-of its own (so its CPU shows apart from the workers') opens N runs, spread round-robin over the
-workers, waits until each has streamed a token, then records for ``--seconds`` the arrival time
-of every ``text_delta`` frame. Added delay = gap between two consecutive frames of a run minus
-the 50 ms the model waits. A step passes when its p99 added delay is <= ``--target-ms``; the
-bench stops at the first step that misses it, and prints a table. The client then disconnects,
-which stops the runs (``on_disconnect: cancel``), and the next step waits for the workers to
-have no runs left.
+Each run streams 20 tokens/s for as long as its client reads: the ``paced`` agent of
+``bench/cross_worker_stop.py`` emits a token every 50 ms on its own clock, as a provider streams,
+so a slow server shows as late tokens rather than as a slower model. For each N in ``--steps`` a
+client process of its own (so its CPU shows apart from the workers') opens N runs, spread
+round-robin over the workers, waits until each has streamed a token, then records for
+``--seconds`` the arrival time of every ``text_delta`` frame. Added delay = gap between two
+consecutive frames of a run minus the 50 ms interval (negative when a late token is followed by
+one on time). A step passes when its p99 added delay is <= ``--target-ms``; the bench stops at
+the first step that misses it, and prints a table. The client then disconnects, which stops the
+runs (``on_disconnect: cancel``), and the next step waits for the workers to have no runs left.
 
     .venv/bin/python bench/scale.py [--steps 100,250,500,1000,2000] [--seconds 10]
         [--target-ms 20] [--postgres-url URL] [--redis-url URL] [--only pg|sqlite]
