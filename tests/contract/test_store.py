@@ -233,6 +233,18 @@ async def test_create_run_stores_run_and_user_message(store: Store) -> None:
     assert await store.messages(SessionId("s1")) == [question]
 
 
+async def test_create_run_with_a_new_session_stores_both_in_one_go(store: Store) -> None:
+    session = session_record("s9", updated_at=at(0))
+    run = run_record("r1", "s9", started_at=at(1))
+    question = message_record("m1", "r1", session_id="s9", role="user", content="Hi")
+    await store.create_run(run, question, new_session=session)
+    assert await store.get_session(SessionId("s9")) == dataclasses.replace(
+        session, updated_at=at(1)
+    )
+    assert await store.get_run(RunId("r1")) == run
+    assert await store.messages(SessionId("s9")) == [question]
+
+
 @pytest.mark.parametrize("status", ACTIVE_STATUSES)
 async def test_create_run_when_session_has_active_run_raises_conflict(
     store: Store, status: RunStatus

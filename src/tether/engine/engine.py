@@ -98,7 +98,9 @@ class Engine:
     ) -> Run:
         spec = self.spec(agent)
         validated = spec.validate_context(context)
-        session_id = await self._session_for(spec, user_id, session_id, is_child=parent is not None)
+        session_id, new_session = await self._session_for(
+            spec, user_id, session_id, is_child=parent is not None
+        )
         run_id = RunId(new_id("run"))
         now = utcnow()
         record = RunRecord(
@@ -122,7 +124,7 @@ class Engine:
             created_at=now,
             completed_at=now,
         )
-        await self._create(record, user_message, if_busy)
+        await self._create(record, user_message, if_busy, new_session)
         run = self._driver.new_run(record, spec, limits)
         if parent is not None:
             parent.child_started(run, call_id)
@@ -152,13 +154,13 @@ class Engine:
 
     async def _session_for(
         self, spec: AgentSpec, user_id: UserId, session_id: SessionId | None, *, is_child: bool
-    ) -> SessionId:
+    ) -> tuple[SessionId, SessionRecord | None]:
+        """The run's session, and the record to create with the run if it is a new one."""
         if session_id is None:
             session = SessionRecord(
                 session_id=SessionId(new_id("ses")), user_id=user_id, agent=spec.name
             )
-            await self.store.create_session(session)
-            return session.session_id
+            return session.session_id, session
         session = await self.store.get_session(session_id)
         if session is None or session.user_id != user_id:
             raise NotFound(f"no session {session_id}", session_id=session_id)
@@ -166,11 +168,18 @@ class Engine:
             raise Conflict(
                 f"session {session_id} belongs to agent {session.agent!r}", session_id=session_id
             )
-        return session_id
+        return session_id, None
 
-    async def _create(self, record: RunRecord, message: MessageRecord, if_busy: IfBusy) -> None:
-        if record.parent_run_id is not None:
-            await self.store.create_run(record, message)
+    async def _create(
+        self,
+        record: RunRecord,
+        message: MessageRecord,
+        if_busy: IfBusy,
+        new_session: SessionRecord | None,
+    ) -> None:
+        if record.parent_run_id is not None or new_session is not None:
+            # One transaction; a new session has no run to be busy with.
+            await self.store.create_run(record, message, new_session=new_session)
             return
         if if_busy == "reject":
             try:

@@ -15,14 +15,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.errors import Conflict, NotFound
 from tether.events import ACTIVE_STATUSES
 from tether.ids import RunId
-from tether.records import MessageRecord, RunRecord
+from tether.records import MessageRecord, RunRecord, SessionRecord
 from tether.storage.tables import MessageRow, RunRow, SessionRow
 
 IS_ACTIVE: Final = RunRow.status.in_(ACTIVE_STATUSES)
 
 
-async def create(db: AsyncSession, run: RunRecord, user_message: MessageRecord | None) -> None:
-    """Insert the run and its user message, and mark the session as just used."""
+async def create(
+    db: AsyncSession,
+    run: RunRecord,
+    user_message: MessageRecord | None,
+    new_session: SessionRecord | None,
+) -> None:
+    """Insert the run and its user message (after its new session), mark the session used."""
+    if new_session is not None:
+        await db.execute(insert(SessionRow).values(SessionRow.values(new_session)))
     await db.execute(insert(RunRow).values(RunRow.values(run)))
     if user_message is not None:
         await db.execute(insert(MessageRow).values(MessageRow.values(user_message)))

@@ -70,7 +70,15 @@ class MemoryStore:
         session = self._require_session(session_id)
         self._sessions[session_id] = dataclasses.replace(session, is_active=False)
 
-    async def create_run(self, run: RunRecord, user_message: MessageRecord | None) -> None:
+    async def create_run(
+        self,
+        run: RunRecord,
+        user_message: MessageRecord | None,
+        *,
+        new_session: SessionRecord | None = None,
+    ) -> None:
+        if new_session is not None:
+            await self.create_session(new_session)
         if run.parent_run_id is None and (active := await self.active_run(run.session_id)):
             raise Conflict(
                 f"session {run.session_id} already has an active run {active.run_id}",

@@ -147,8 +147,14 @@ class SqlStore:
 
     # Runs
 
-    async def create_run(self, run: RunRecord, user_message: MessageRecord | None) -> None:
-        work = partial(_runs.create, run=run, user_message=user_message)
+    async def create_run(
+        self,
+        run: RunRecord,
+        user_message: MessageRecord | None,
+        *,
+        new_session: SessionRecord | None = None,
+    ) -> None:
+        work = partial(_runs.create, run=run, user_message=user_message, new_session=new_session)
         for attempt in range(_CREATE_RUN_ATTEMPTS):
             try:
                 # Deliberate: not replayed after a failed commit, which may have succeeded; the

@@ -92,8 +92,14 @@ class Store(Protocol):
         ...
 
     # Runs
-    async def create_run(self, run: RunRecord, user_message: MessageRecord | None) -> None:
-        """Insert the run (and its user message) atomically.
+    async def create_run(
+        self,
+        run: RunRecord,
+        user_message: MessageRecord | None,
+        *,
+        new_session: SessionRecord | None = None,
+    ) -> None:
+        """Insert the run (and its user message, and its ``new_session``) atomically.
 
         Raises:
             Conflict: a top-level run is already active in the session
