@@ -26,6 +26,10 @@ from tether.storage.store import Store, StoredEvent, WriteBatch
 
 log = logging.getLogger(__name__)
 
+HANG_FACTOR = 2
+"""A write that lasts ``give_up_s`` times this is abandoned (cut short): the store's own bounds
+(busy timeout, retry budget, connect timeout) failed to end it."""
+
 
 class _Message:
     __slots__ = ("completed_at", "created_at", "dirty", "message_id", "parts", "status", "tool_ids")
@@ -187,6 +191,7 @@ class Recorder:
         self._store = store
         self._interval_s = flush_interval_s
         self._give_up_s = give_up_s
+        self._hang_s = HANG_FACTOR * give_up_s
         self._buffers: dict[RunId, RunBuffer] = {}
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
@@ -212,13 +217,27 @@ class Recorder:
                 await self._wake.wait()
             self._wake = anyio.Event()
             next_tick = max(next_tick + self._interval_s, anyio.current_time())
-            # Shielded and bounded, like the heartbeat: shutdown never cuts a write in half.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self._give_up_s) as bound:
-                await self.flush()
+            # Shielded, like the heartbeat: shutdown never cuts a write in half. Not cut short
+            # at give_up_s either (an aiosqlite call cancelled mid-way leaks its connection): the
+            # store's own bounds (busy timeout, retry budget) end a failing write; a write still
+            # in flight at give_up_s counts as a failure there and then, and only one that hangs
+            # far beyond is abandoned.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._hang_s) as bound:
+                async with anyio.create_task_group() as watch:
+                    watch.start_soon(self._fail_if_slow, anyio.current_time())
+                    await self.flush()
+                    watch.cancel_scope.cancel()
             if bound.cancelled_caught:
-                # A write that hangs is a failing store too: it must count towards giving up.
-                timed_out = StorageError(f"a storage write took over {self._give_up_s:g} s")
-                self._note_failure(list(self._buffers.values()), timed_out)
+                hung = StorageError(f"a storage write hung for over {self._hang_s:g} s")
+                self._note_failure(list(self._buffers.values()), hung)
+
+    async def _fail_if_slow(self, started_at: float) -> None:
+        """A write in flight for ``give_up_s`` is a failing store: its runs are told now."""
+        await anyio.sleep(self._give_up_s)
+        if self._failing_since is None or self._failing_since > started_at:
+            self._failing_since = started_at
+        slow = StorageError(f"a storage write has taken over {self._give_up_s:g} s")
+        self._note_failure(list(self._buffers.values()), slow)
 
     async def flush(self) -> bool:
         """Write everything buffered; False if the store failed (the data is kept)."""
