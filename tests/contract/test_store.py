@@ -467,6 +467,16 @@ async def test_interrupt_expired_leaves_live_finished_and_unleased_runs(store: S
     assert await store.events_after(RunId("done"), -1, limit=10) == []
 
 
+async def test_interrupt_expired_spares_the_runs_the_caller_drives(store: Store) -> None:
+    await start_session(store, run_record("mine"))
+    await store.claim_run(RunId("mine"), owner="w1", lease_expires_at=at(10))
+    await start_session(store, run_record("lost", "s2"), session_id="s2")
+    await store.claim_run(RunId("lost"), owner="w2", lease_expires_at=at(10))
+    recovered = await store.interrupt_expired(at(20), spare=[RunId("mine")])
+    assert [r.run_id for r in recovered] == ["lost"]
+    assert (await require_run(store, "mine")).status == "running"
+
+
 async def test_interrupt_expired_twice_interrupts_once(store: Store) -> None:
     await start_session(store, run_record("r1"))
     await store.claim_run(RunId("r1"), owner="w1", lease_expires_at=at(10))

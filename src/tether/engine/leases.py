@@ -48,7 +48,9 @@ async def beat(engine: Engine) -> None:
             run = engine.runs.get(record.run_id)
             if run is not None and record.cancel is not None:
                 run.stop(record.cancel)
-    for record in await engine.store.interrupt_expired(now, live=engine.event_bus):
+    # This worker's own runs are alive, however late their renewal: only others' are recovered.
+    spare = list(engine.runs)
+    for record in await engine.store.interrupt_expired(now, live=engine.event_bus, spare=spare):
         log.warning("run %s: its worker was lost; marked interrupted", record.run_id)
     for record in await engine.expire_paused():
         log.info("run %s: its approval request timed out; cancelled", record.run_id)

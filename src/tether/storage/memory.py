@@ -1,7 +1,7 @@
 """``MemoryStore``: the in-process Store, for tests and for embedding tether without a database."""
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from pydantic import JsonValue
@@ -159,11 +159,16 @@ class MemoryStore:
         return cancelled
 
     async def interrupt_expired(
-        self, now: datetime, *, live: LiveEvents | None = None
+        self,
+        now: datetime,
+        *,
+        live: LiveEvents | None = None,
+        spare: Collection[RunId] = (),
     ) -> list[RunRecord]:
         def is_expired(r: RunRecord) -> bool:
             return (
-                r.status in LEASED_STATUSES
+                r.run_id not in spare
+                and r.status in LEASED_STATUSES
                 and r.lease_expires_at is not None
                 and r.lease_expires_at < now
             )

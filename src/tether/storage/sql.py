@@ -19,11 +19,12 @@ Deliberately not done: no ORM relationships and no identity map shared between c
 record returned is a fresh, frozen copy of what the database held.
 """
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Final, TypeVar
 
+import anyio
 from pydantic import JsonValue
 from sqlalchemy import ColumnElement, Select, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -76,6 +77,11 @@ class SqlStore:
         self._write = async_sessionmaker(
             engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
+        # SQLite has one writer at a time. This process's writers queue here, in order, rather
+        # than poll the file lock: under load a write transaction spans many loop turns, and
+        # writers polling with busy_timeout ran out of retries (503s on start, lease renewals
+        # lost). Other processes on the same file still meet busy_timeout.
+        self._writers = None if self._is_postgres else anyio.Lock()
 
     @classmethod
     def open(
@@ -242,12 +248,18 @@ class SqlStore:
         return sorted((r for r in renewed if r.cancel is not None), key=lambda r: order[r.run_id])
 
     async def interrupt_expired(
-        self, now: datetime, *, live: LiveEvents | None = None
+        self,
+        now: datetime,
+        *,
+        live: LiveEvents | None = None,
+        spare: Collection[RunId] = (),
     ) -> list[RunRecord]:
         is_expired: list[ColumnElement[bool]] = [
             RunRow.status.in_(LEASED_STATUSES),
             RunRow.lease_expires_at < now,
         ]
+        if spare:
+            is_expired.append(RunRow.run_id.not_in(list(spare)))
         published: dict[RunId, int] = {}
         if live is not None:
             # Asked before the transaction, so no row stays locked across a bus round trip; the
@@ -378,9 +390,15 @@ class SqlStore:
             StorageError: a transient failure outlasted the retry budget, or struck the commit
                 of a unit that must not be replayed, or the database failed for good.
         """
-        return await run_unit(
-            self._write if is_write else self._read,
-            work,
-            retry_budget_s=self._retry_budget_s,
-            is_idempotent=is_idempotent,
-        )
+        if not is_write:
+            return await run_unit(
+                self._read, work, retry_budget_s=self._retry_budget_s, is_idempotent=is_idempotent
+            )
+        if self._writers is None:
+            return await run_unit(
+                self._write, work, retry_budget_s=self._retry_budget_s, is_idempotent=is_idempotent
+            )
+        async with self._writers:
+            return await run_unit(
+                self._write, work, retry_budget_s=self._retry_budget_s, is_idempotent=is_idempotent
+            )

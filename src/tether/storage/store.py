@@ -11,7 +11,7 @@ Contract (checked by ``tests/contract/test_store.py`` against every implementati
 - Timestamps come back UTC-aware.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -138,9 +138,16 @@ class Store(Protocol):
         ...
 
     async def interrupt_expired(
-        self, now: datetime, *, live: LiveEvents | None = None
+        self,
+        now: datetime,
+        *,
+        live: LiveEvents | None = None,
+        spare: Collection[RunId] = (),
     ) -> list[RunRecord]:
         """Mark runs whose lease expired ``interrupted``/``worker_lost``, as one recovery.
+
+        ``spare``: runs the caller is driving, alive whatever their lease says (a worker whose
+        renewals were too slow must not end its own runs).
 
         Keeps their flushed partial text (streaming messages become ``interrupted``), closes their
         open tool calls ``cancelled``, and appends a terminal ``run_finished`` event so stream
