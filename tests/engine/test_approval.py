@@ -4,14 +4,13 @@ Issue #9: approve, deny, edit, cancel while paused, timeout while paused, resume
 worker and after a restart; the next message in the session works whatever happened.
 """
 
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from pydantic_ai import Tool
 from pydantic_ai.messages import ModelRequest, ToolReturnPart
 
+from tests.approvals import Outbox, sql_app
 from tests.engine._helpers import all_events
 from tests.history_validator import validate_history
 from tests.scripted import Gate, ScriptedModel, scripted, text, tool_call
@@ -29,20 +28,6 @@ from tether.events import (
 from tether.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
-
-
-class Outbox:
-    """The side effect a person must approve: what was sent, and with which arguments."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def tool(self) -> Tool[None]:
-        def send_email(to: str, body: str) -> str:
-            self.sent.append({"to": to, "body": body})
-            return f"sent to {to}"
-
-        return Tool(send_email, requires_approval=True)
 
 
 def mail_script(*, after: str = "Done.") -> ScriptedModel:
@@ -267,15 +252,6 @@ async def test_a_stop_during_the_resumed_run_lands_and_keeps_the_tool_s_result(
     nxt = await app.start("mailer", "and now?", session_id=run.session_id)
     assert (await nxt.outcome()).status == "completed"
     validate_history(model.received[-1])
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'tether.db'}"
-
-
-def sql_app(url: str, worker: str) -> Tether:
-    return Tether(settings=Settings(database_url=url, worker_id=worker))
 
 
 async def test_resume_on_another_worker(sqlite_url: str) -> None:

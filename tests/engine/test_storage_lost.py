@@ -42,7 +42,7 @@ class StuckStore(MemoryStore):
 async def talk(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
     for i in range(100_000):
         yield f"w{i} "
-        await anyio.sleep(0.01)
+        await anyio.sleep(0.01)  # Deliberate: the scripted model's token pace
 
 
 async def test_a_write_stuck_past_give_up_fails_the_run_then_lands_whole() -> None:

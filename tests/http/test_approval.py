@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from pydantic_ai import Tool
 from pydantic_ai.messages import ModelRequest, ToolReturnPart
 
+from tests.approvals import Outbox
 from tests.history_validator import validate_history
 from tests.http._server import eventually, serving
 from tests.http._sse import Frame, frames_of, parse
@@ -33,20 +33,6 @@ pytestmark = pytest.mark.anyio
 
 CALL = "call_send_email"
 ARGS = {"to": "a@x.org", "body": "hi"}
-
-
-class Outbox:
-    """The side effect a person must approve: what was sent, and with which arguments."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def tool(self) -> Tool[None]:
-        def send_email(to: str, body: str) -> str:
-            self.sent.append({"to": to, "body": body})
-            return f"sent to {to}"
-
-        return Tool(send_email, requires_approval=True)
 
 
 def mail_script(*after: Any) -> ScriptedModel:

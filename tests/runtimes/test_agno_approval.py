@@ -7,7 +7,6 @@ result for every call it made.
 
 import dataclasses
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +17,7 @@ from agno.team import Team
 from agno.tools.function import Function
 from pydantic import JsonValue
 
+from tests.approvals import sql_app
 from tests.engine._helpers import all_events
 from tests.runtimes._agno_helpers import ManualSignal, RecordingSink
 from tests.runtimes.scripted_agno import ScriptedAgnoModel, scripted_agno
@@ -353,15 +353,6 @@ async def test_a_stop_after_the_turn_lets_the_approved_call_finish_and_asks_no_m
     assert len(model.received) == 1
     [call] = [c for m in await app.store.run_messages(paused.run_id) for c in m.tool_calls]
     assert (call.status, call.result) == ("ok", "sent to a@x.org")
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'tether.db'}"
-
-
-def sql_app(url: str, worker: str) -> Tether:
-    return Tether(settings=Settings(database_url=url, worker_id=worker))
 
 
 async def test_resume_on_another_worker_sharing_the_database(sqlite_url: str) -> None:
