@@ -393,6 +393,26 @@ async def test_stop_sent_while_the_subscription_is_down_is_delivered(
 
 
 @redis_only
+async def test_dropped_command_connections_are_reconnected_quietly(url: str, admin: Redis) -> None:
+    # The buses' own retry policy is in force: redis 8 warns (an error here) when an asyncio client
+    # is handed the synchronous Retry, and then silently uses its default policy instead.
+    name = f"tether-test-{uuid4().hex[:12]}"
+    async with open_redis_buses(f"{url}?client_name={name}") as (cancel, _):
+        await cancel.request_stop(new_run_id(), CancelRequest(reason="user"))
+        clients = await admin.client_list()  # pyright: ignore[reportUnknownMemberType]
+        pooled = [c for c in clients if c["name"] == name and int(c["sub"]) == 0]
+        assert pooled
+        for client in pooled:
+            await admin.client_kill_filter(_id=client["id"])  # pyright: ignore[reportUnknownMemberType]
+        run_id = new_run_id()
+        with anyio.fail_after(5):
+            await cancel.request_stop(run_id, CancelRequest(reason="user", by="after-drop"))
+    stored = await admin.get(stop_key(run_id))
+    assert stored is not None
+    assert "after-drop" in stored
+
+
+@redis_only
 async def test_outbox_overflow_drops_the_oldest_events(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

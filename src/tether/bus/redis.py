@@ -42,6 +42,8 @@ Deliberately not done:
 """
 
 import logging
+import os
+import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -52,9 +54,9 @@ import anyio
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError, ResponseError
-from redis.retry import Retry
 
 from tether.bus.base import StopCallback
 from tether.errors import StorageError
@@ -103,6 +105,11 @@ _INTENT: TypeAdapter[CancelRequest] = TypeAdapter(CancelRequest)
 _MESSAGE: TypeAdapter[_StopMessage] = TypeAdapter(_StopMessage)
 
 
+def client_name() -> str:
+    """The name this process's connections carry in ``CLIENT LIST``: ``tether:{host}:{pid}``."""
+    return f"tether:{socket.gethostname()}:{os.getpid()}"
+
+
 def stop_key(run_id: RunId) -> str:
     return f"tether:stop:{run_id}"
 
@@ -136,7 +143,11 @@ async def open_redis_buses(
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "decode_responses": True,
+        # Named, so an operator (and a test) can tell this process's connections in CLIENT LIST.
+        "client_name": client_name(),
         # One quick reconnect hides a stale pooled connection; longer outages are ours to handle.
+        # The asyncio client needs the asyncio Retry: given the synchronous one, redis 8 replaces
+        # it with its own default policy (and warns), so ours would not be the one in force.
         "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), retries=2),
     }
     commands = Redis.from_pool(
