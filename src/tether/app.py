@@ -126,8 +126,12 @@ class Tether:
         context: type[pydantic.BaseModel] | None = None,
         limits: RunLimits | None = None,
         pricing: Pricing | None = None,
+        unavailable: str | None = None,
     ) -> Callable[[Factory], Factory]:
         """Register an agent factory, called with an ``AgentContext`` for every run.
+
+        ``unavailable`` lists the agent but refuses its runs with that reason (say how to fix it),
+        for an agent whose optional dependency is not installed.
 
         Raises:
             UsageError: the name is taken.
@@ -143,6 +147,7 @@ class Tether:
                 context_model=context,
                 limits=limits or RunLimits(),
                 pricing=pricing or Pricing(),
+                unavailable=unavailable,
             )
             return factory
 
@@ -323,12 +328,16 @@ async def _open_store(settings: Settings) -> Store:
     url = settings.resolved_database_url()
     if url == "memory":
         return MemoryStore()
-    from tether.storage.migrate import upgrade_database
+    from tether.storage.migrate import check_schema, upgrade_database
     from tether.storage.sql import SqlStore
 
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await upgrade_database(url)
+    elif settings.migrate:
+        await upgrade_database(url)
+    else:
+        await check_schema(url)
     return SqlStore.open(url)
 
 

@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy async URL; default: a SQLite file under ``data_dir``. ``memory`` keeps
     everything in process (tests, embedding)."""
+    migrate: bool = False
+    """Migrate the database to the current schema at start-up. SQLite always is; any other
+    database is only checked (a worker refuses to start on an old schema) unless this is set."""
     redis_url: str | None = None
     """With Redis, stops and live events travel between workers; without, single-worker buses."""
     worker_id: str | None = None

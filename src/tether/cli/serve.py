@@ -1,8 +1,10 @@
 """``tether serve``: the HTTP API and web UI for one app, on uvicorn.
 
-The app's own start-up creates and migrates a SQLite database. For the demo app, the embedded
-model is loaded (on a worker thread, behind a spinner) before the server listens, so the first
-chat doesn't pay for it; if it can't load, the server still starts and says why.
+The app's own start-up creates and migrates a SQLite database; any other database is checked
+first and refused, with the command that migrates it, unless ``--migrate`` is given. For the
+demo app, the embedded model is loaded (on a worker thread, behind a spinner) before the server
+listens, so the first chat doesn't pay for it; if it can't load, the server still starts and
+says why.
 
 Streaming is per token, so uvicorn parses HTTP with httptools (about 13 % less worker CPU than
 h11 in ``bench/scale.py``), and the server freezes what start-up allocated out of the garbage
@@ -26,6 +28,8 @@ from tether.errors import UsageError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from tether.settings import Settings
 
 AppOption = Annotated[
     str | None,
@@ -64,16 +68,29 @@ def serve(
             help="Listen beyond loopback without API keys (anyone reaching it acts as you).",
         ),
     ] = False,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Migrate the database at start-up (SQLite always is; others are only checked).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API and the web UI."""
     from tether.http.app import create_app
     from tether.http.auth import check_bind
 
     app = load_app(app_spec, database_url=database_url, redis_url=redis_url)
+    if migrate:
+        app.settings = app.settings.model_copy(update={"migrate": True})
     check_bind(host, app.settings, allow_remote=allow_remote)
+    anyio.run(_check_database, app.settings)
     api = create_app(app, allow_remote=allow_remote)
     silence_banners()
-    if app_spec is None:
+    unavailable = {name: spec.unavailable for name, spec in app.agents.items() if spec.unavailable}
+    for name, why in sorted(unavailable.items()):
+        console.print(f"[yellow]{escape(name)} is unavailable:[/] {escape(why)}", soft_wrap=True)
+    if app_spec is None and not unavailable:
         _preload_embedded_model()
     url = f"http://{_url_host(host)}:{port}"
     console.print(
@@ -97,6 +114,16 @@ async def _serve(api: "FastAPI", *, host: str, port: int) -> None:
     gc.collect()
     gc.freeze()
     await uvicorn.Server(config).serve()
+
+
+async def _check_database(settings: "Settings") -> None:
+    """Refuse an unmigrated server database now, with what to run, not at the first request."""
+    url = settings.resolved_database_url()
+    if url == "memory" or url.startswith("sqlite") or settings.migrate:
+        return  # the app's start-up migrates these
+    from tether.storage.migrate import check_schema
+
+    await check_schema(url, shown=shown_url(url))
 
 
 def _preload_embedded_model() -> None:

@@ -6,12 +6,14 @@ from typing import Final
 import anyio
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateSchema
 
-from tether.errors import StorageError
+from tether.errors import StorageError, UsageError
 from tether.storage._engine import describe, is_transient
 from tether.storage.sql import WRITE_OPTION, open_engine
 
@@ -75,3 +77,53 @@ def _upgrade(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+async def check_schema(url: str, *, shown: str | None = None) -> None:
+    """Refuse a database whose schema is not the one this tether's migrations end at.
+
+    A worker on an unmigrated database would otherwise answer its first request with a 503 about
+    a missing table; this says what to do instead, before anything is served.
+
+    Args:
+        url: the database (see ``tether.storage.sql.open_engine``).
+        shown: the URL as it may appear in the message (password hidden); default ``url``.
+
+    Raises:
+        UsageError: the schema is missing, behind, or from a newer tether.
+        StorageError: the database can't be reached.
+    """
+    engine = open_engine(url)
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(_current_revision)
+    except (DBAPIError, OSError) as exc:
+        raise StorageError(f"could not read the database's schema: {describe(exc)}") from exc
+    finally:
+        await engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if current == head:
+        return
+    where = shown or url
+    if current is None or _is_older(current, head):
+        raise UsageError(
+            f"the database {where} is not migrated (schema {current or 'empty'}, this tether needs "
+            f"{head}): run `tether db upgrade --database-url {where}`, or start with --migrate",
+            revision=current,
+            head=head,
+        )
+    raise UsageError(
+        f"the database {where} has schema {current}, newer than this tether's {head}: "
+        "upgrade tether",
+        revision=current,
+        head=head,
+    )
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _is_older(revision: str, head: str | None) -> bool:
+    script = ScriptDirectory.from_config(alembic_config())
+    return any(step.revision == revision for step in script.walk_revisions(head=head or "heads"))
