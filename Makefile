@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev lock-check upgrade lint typecheck pytest webtest clean
+.PHONY: run test install install-dev lock-check upgrade dist lint typecheck pytest webtest clean
 
 # uv itself, pinned, in a venv of its own (so `uv sync` never removes it from .venv).
 $(UV):
@@ -35,6 +35,10 @@ lock-check: $(UV)
 upgrade: $(UV)
 	$(UV) lock --upgrade
 	cd web && npm update --no-audit --no-fund
+
+## The wheel and sdist, in dist/ (the built web UI and the migrations are inside).
+dist: $(UV)
+	$(UV) build --out-dir dist
 
 ## The main job: the server with the web UI on the embedded model and SQLite.
 run: install
@@ -61,4 +65,4 @@ pytest:
 	$(VENV)/bin/pytest -m browser
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache web/node_modules
+	rm -rf $(VENV) $(TOOLS) dist .pytest_cache .ruff_cache web/node_modules

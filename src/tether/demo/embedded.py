@@ -9,7 +9,7 @@ from pydantic_ai import Agent
 
 from tether.app import Tether
 from tether.engine.context import AgentContext
-from tether.runtimes.local import LocalModel
+from tether.runtimes.local import LocalModel, embedded_model_missing
 
 LOCAL_MODEL_AGENTS: Final = frozenset({"assistant", "storyteller", "storyteller-team"})
 """Demo agents that answer from the embedded model (worth preloading before their first run)."""
@@ -28,7 +28,14 @@ STORYTELLER_MAX_TOKENS: Final = 1536
 
 
 def register_embedded(app: Tether) -> None:
-    @app.agent("assistant", description="Chat with the embedded SmolLM2 model (offline)")
+    # Without the `local` extra they are still listed, with the command that installs the model.
+    missing = embedded_model_missing()
+
+    @app.agent(
+        "assistant",
+        description="Chat with the embedded SmolLM2 model (offline)",
+        unavailable=missing,
+    )
     def assistant(ctx: AgentContext) -> Agent[None, str]:
         return Agent(
             LocalModel(
@@ -39,7 +46,11 @@ def register_embedded(app: Tether) -> None:
             name="assistant",
         )
 
-    @app.agent("storyteller", description="Long stories from the embedded model: try Stop")
+    @app.agent(
+        "storyteller",
+        description="Long stories from the embedded model: try Stop",
+        unavailable=missing,
+    )
     def storyteller(ctx: AgentContext) -> Agent[None, str]:
         return Agent(
             LocalModel(

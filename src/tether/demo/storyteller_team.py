@@ -9,6 +9,7 @@ from typing import Final
 
 from tether.app import Tether
 from tether.engine.context import AgentContext
+from tether.runtimes.local import embedded_model_missing
 
 WRITER_INSTRUCTIONS: Final = (
     "You are a writer. Write a short story of three or four paragraphs about what the user asks."
@@ -24,6 +25,7 @@ def register_storyteller_team(app: Tether) -> None:
     @app.agent(
         "storyteller-team",
         description="An Agno workflow on the embedded model: a writer drafts, an editor revises",
+        unavailable=embedded_model_missing(),
     )
     def storyteller_team(ctx: AgentContext) -> object:
         # Agno is an optional extra: imported when a run starts, never at import time.

@@ -148,9 +148,12 @@ class Engine:
 
     def spec(self, agent: str) -> AgentSpec:
         try:
-            return self._agents[agent]
+            spec = self._agents[agent]
         except KeyError:
             raise UsageError(f"unknown agent {agent!r}", agent=agent) from None
+        if spec.unavailable is not None:
+            raise UsageError(f"agent {agent!r} is unavailable: {spec.unavailable}", agent=agent)
+        return spec
 
     async def _session_for(
         self, spec: AgentSpec, user_id: UserId, session_id: SessionId | None, *, is_child: bool

@@ -19,6 +19,9 @@ class AgentSpec:
     context_model: type[pydantic.BaseModel] | None = None
     limits: RunLimits = field(default_factory=RunLimits)
     pricing: Pricing = field(default_factory=Pricing)
+    unavailable: str | None = None
+    """Why the agent can't run in this install (a missing optional dependency, and its fix);
+    it is still listed, and a run of it is refused with this reason."""
 
     def validate_context(self, context: object) -> pydantic.BaseModel | None:
         """Validate request context before any run starts.

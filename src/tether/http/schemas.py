@@ -108,6 +108,9 @@ class HealthOut(BaseModel):
 class AgentOut(BaseModel):
     name: str
     description: str
+    available: bool = True
+    unavailable_reason: str | None = None
+    """Why runs of this agent are refused here, with the command that fixes it."""
 
 
 class UsageOut(BaseModel):

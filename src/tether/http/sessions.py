@@ -46,7 +46,15 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     async def list_agents(user: Annotated[UserId, user_dep]) -> list[AgentOut]:
         """The registered agents."""
         agents = state.tether.agents.values()
-        return [AgentOut(name=a.name, description=a.description) for a in agents]
+        return [
+            AgentOut(
+                name=a.name,
+                description=a.description,
+                available=a.unavailable is None,
+                unavailable_reason=a.unavailable,
+            )
+            for a in agents
+        ]
 
     @router.get("/agents/{agent}/sessions", responses=problem_responses(404))
     async def list_sessions(

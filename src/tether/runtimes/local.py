@@ -48,6 +48,7 @@ from tether.runtimes._llama import (
     Role,
     chat_turns,
     default_local_llama,
+    embedded_model_missing,
     find_smollm2_gguf,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "LocalStreamedResponse",
     "chat_turns",
     "default_local_llama",
+    "embedded_model_missing",
     "find_smollm2_gguf",
     "to_chat_messages",
 ]
