@@ -1,5 +1,6 @@
-"""The final write (issue #13): a run's ending lands once, however late, and while it is
-pending the run keeps its lease, so no recovery by another worker gives it a second ending."""
+"""The final write (issue #13): a run's ending lands once, however late; while it is pending
+the run keeps its lease (no recovery gives it a second ending) and its viewers don't have the
+terminal event yet (the commit point)."""
 
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,7 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tether import RunFinished, Settings, Tether
+from tether import RunEvent, RunFinished, Settings, Tether
 from tether.errors import StorageError
 from tether.records import utcnow
 from tether.storage.memory import MemoryStore
@@ -50,24 +51,37 @@ async def test_final_write_delayed_past_5_s_lands_once_and_is_never_recovered() 
     app.agent("talker")(lambda ctx: Agent(FunctionModel(stream_function=talk)))
     async with app:
         run = await app.start("talker", "hi")
-        events = run.events()
-        async for event in events:
-            if event.seq == 5:
-                break
-        store.opens_at = anyio.current_time() + DELAY_S
-        await run.cancel(reason="user")
-        with anyio.fail_after(5):
-            terminal = [e async for e in events][-1]
+        seen: list[RunEvent] = []
+        streaming, ended = anyio.Event(), anyio.Event()
+
+        async def watch() -> None:
+            async for event in run.events():
+                seen.append(event)
+                if len(seen) == 5:
+                    streaming.set()
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            with anyio.fail_after(5):
+                await streaming.wait()
+            store.opens_at = anyio.current_time() + DELAY_S
+            await run.cancel(reason="user")
+            # Another worker's recovery, all along the delay: the lease is held, nothing to
+            # take. Nor has any viewer had the terminal event: it waits for the stored ending.
+            while anyio.current_time() < store.opens_at - 0.5:
+                assert await store.interrupt_expired(utcnow()) == []
+                assert not ended.is_set()
+                await anyio.sleep(0.2)  # Deliberate: waiting out the delay is the test
+            with anyio.fail_after(5):
+                await ended.wait()
+        # Read right after the terminal event: the store already agrees with it.
+        record = await store.get_run(run.run_id)
+        outcome = await run.outcome()
+        terminal = seen[-1]
         assert isinstance(terminal, RunFinished)
-        # Another worker's recovery, all along the delay: the lease is held, nothing to take.
-        while anyio.current_time() < store.opens_at:
-            assert await store.interrupt_expired(utcnow()) == []
-            await anyio.sleep(0.2)  # Deliberate: waiting out the delay is the test
-        with anyio.fail_after(5):
-            outcome = await run.outcome()
     assert store.refused > 1
     assert (outcome.status, outcome.reason) == (terminal.status, terminal.reason)
-    record = await store.get_run(run.run_id)
     assert record is not None
     assert (record.status, record.reason) == ("cancelled", "user")
     stored = await store.events_after(run.run_id, -1, limit=100_000)

@@ -132,7 +132,10 @@ class Driver:
 
     def _storage_lost(self, record: RunRecord, why: str) -> None:
         if run := self._runs.get(record.run_id):
-            run.finish("failed", "error", why)
+            if run.finish("failed", "error", why) is not None:
+                # Deliberate: no commit point to wait for, the store is known to be gone; the
+                # clients are told now, and the ending lands whenever the store is back.
+                run.release_terminal()
             # Ended for its viewers; now stop the model too (the terminal event is already out).
             run.token.request_stop(CancelRequest(reason="error", by="storage"))
 
@@ -154,7 +157,7 @@ class Driver:
         # moment the sink is closed, so nothing more is emitted or recorded and the outcome is
         # fixed; the runtime's teardown (closing the model stream, cancelling tool tasks) and
         # the durable write still complete below, in this task, before `wait_persisted`.
-        run.token.on_stop_now(functools.partial(_finish_on_stop, run))
+        run.token.on_stop_now(functools.partial(self._finish_on_stop, run))
         try:
             async with self._cancel_bus.watch(run.run_id, functools.partial(_stop, run)):
                 with anyio.CancelScope() as scope:
@@ -238,6 +241,10 @@ class Driver:
         known in memory only) but the write keeps being retried until it lands or the worker
         shuts down.
         """
+        if run.is_persisting:  # started at the stop; the drive task just waits for it
+            await run.wait_persisted()
+            return
+        run.is_persisting = True
         outcome = run.outcome
         assert outcome is not None
         give_up_s = self._recorder.give_up_s
@@ -266,7 +273,9 @@ class Driver:
                 log.warning(
                     "run %s: ending not stored after %g s; still retrying", run.run_id, give_up_s
                 )
-                run.mark_persisted()
+                # Viewers get their terminal event (the store may disagree until the write
+                # lands); waiters for the stored end keep waiting.
+                run.release_terminal()
                 await self._recorder.close(run.buffer, timeout_s=None)
         finally:
             self._runs.pop(run.run_id, None)
@@ -298,12 +307,14 @@ class Driver:
         run.token.close()
         run.mark_persisted()
 
+    def _finish_on_stop(self, run: Run) -> None:
+        request = run.token.request
+        assert request is not None
+        if run.finish("cancelled", request.reason, None) is not None:
+            # The sink is closed: nothing more is recorded, so the ending is written now,
+            # while the runtime tears down (the terminal event waits for this write only).
+            self._task_group.start_soon(self._persist, run, name=f"end {run.run_id}")
+
 
 def _stop(run: Run, request: CancelRequest) -> None:
     run.stop(request)
-
-
-def _finish_on_stop(run: Run) -> None:
-    request = run.token.request
-    assert request is not None
-    run.finish("cancelled", request.reason, None)

@@ -266,8 +266,12 @@ class Recorder:
         slow = StorageError(f"a storage write has taken over {self._give_up_s:g} s")
         self._note_failure(list(self._buffers.values()), slow)
 
-    async def flush(self) -> bool:
-        """Write everything buffered; False if the store failed (the data is kept)."""
+    async def flush(self, *, is_write_shielded: bool = False) -> bool:
+        """Write everything buffered; False if the store failed (the data is kept).
+
+        ``is_write_shielded``: the write, once started, is never cut short (waiting for the
+        flusher's write in flight still is).
+        """
         async with self._lock:
             batch = _BatchBuilder()
             # A buffer whose run row is still being created waits: its rows reference it.
@@ -280,7 +284,13 @@ class Recorder:
             write = batch.build()
             if not write.is_empty():
                 try:
-                    await self._store.write(write)
+                    # A shielded write is still abandoned if it hangs far beyond the store's
+                    # own bounds, like the flusher's (else nothing could ever end it).
+                    bound_s = self._hang_s if is_write_shielded else None
+                    with anyio.move_on_after(bound_s, shield=is_write_shielded) as bound:
+                        await self._store.write(write)
+                    if bound.cancelled_caught:
+                        raise StorageError(f"a storage write hung for over {self._hang_s:g} s")
                 except StorageError as exc:
                     for buffer in buffers:
                         buffer.restore(batch)
@@ -300,16 +310,15 @@ class Recorder:
     async def close(self, buffer: RunBuffer, *, timeout_s: float | None) -> bool:
         """Store a finished run's last state (its ending with it); False if not landed in time.
 
-        Retries with backoff. Each attempt is shielded and never cut short (the store's own
-        bounds end a failing write), so ``timeout_s`` only ends the waiting between attempts.
+        Retries with backoff. A write, once started, is never cut short (the store's own
+        bounds end a failing one), so ``timeout_s`` only ends the waiting around writes.
         On False the buffer stays, and the flusher keeps retrying it.
         """
         buffer.is_finished = True
         delay_s = RETRY_FIRST_S
         with anyio.move_on_after(timeout_s):
             while True:
-                with anyio.CancelScope(shield=True):
-                    await self.flush()
+                await self.flush(is_write_shielded=True)
                 if buffer.landed.is_set():
                     break
                 await anyio.sleep(delay_s)
