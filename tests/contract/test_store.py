@@ -32,7 +32,7 @@ from tether.records import (
 )
 from tether.storage.memory import MemoryStore
 from tether.storage.sql import SqlStore
-from tether.storage.store import Finish, Store, StoredEvent, WriteBatch
+from tether.storage.store import RECOVERY_SEQ_GAP, Finish, Store, StoredEvent, WriteBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -436,21 +436,26 @@ async def test_interrupt_expired_closes_the_run_its_messages_and_tool_calls(stor
         ),
     ]
     events = await store.events_after(RunId("r1"), -1, limit=100)
-    assert [e.seq for e in events] == [0, 1, 2, 3]
+    assert [e.seq for e in events] == [0, 1, 2, 2 + RECOVERY_SEQ_GAP]
     terminal = parse_event(events[-1].payload)
     assert isinstance(terminal, RunFinished)
-    assert (events[-1].kind, terminal.run_id, terminal.seq) == ("run_finished", "r1", 3)
+    assert (events[-1].kind, terminal.run_id, terminal.seq) == (
+        "run_finished",
+        "r1",
+        2 + RECOVERY_SEQ_GAP,
+    )
     assert (terminal.status, terminal.reason) == ("interrupted", "worker_lost")
 
 
-async def test_interrupt_expired_when_run_has_no_events_appends_terminal_at_seq_0(
+async def test_interrupt_expired_when_run_has_no_events_appends_terminal_past_the_gap(
     store: Store,
 ) -> None:
+    """Issue #13: its viewers may have seen events (from seq 0) that were never stored."""
     await start_session(store, run_record("r1"))
     await store.claim_run(RunId("r1"), owner="w1", lease_expires_at=at(10))
     await store.interrupt_expired(at(20))
     events = await store.events_after(RunId("r1"), -1, limit=100)
-    assert [(e.seq, e.kind) for e in events] == [(0, "run_finished")]
+    assert [(e.seq, e.kind) for e in events] == [(RECOVERY_SEQ_GAP - 1, "run_finished")]
 
 
 async def test_interrupt_expired_leaves_live_finished_and_unleased_runs(store: Store) -> None:
@@ -504,7 +509,8 @@ async def test_interrupt_expired_ends_after_the_last_event_stored_or_on_the_bus(
     recovered = await store.interrupt_expired(at(20), live=live)
 
     assert sorted(r.run_id for r in recovered) == ["ahead", "behind", "unknown"]
-    for run_id, terminal_seq in [("ahead", 5), ("behind", 3), ("unknown", 3)]:
+    for run_id, last_seen in [("ahead", 4), ("behind", 2), ("unknown", 2)]:
+        terminal_seq = last_seen + RECOVERY_SEQ_GAP
         stored = await store.events_after(RunId(run_id), -1, limit=10)
         assert [e.seq for e in stored] == [0, 1, 2, terminal_seq]
         terminal = parse_event(stored[-1].payload)

@@ -12,9 +12,8 @@ from tests.scripted import Gate, parked_tool, scripted, text, tool_call
 from tether import AgentContext, Settings, Tether
 from tether.http import create_app
 from tether.ids import RunId
-from tether.records import RunRecord
 from tether.storage.memory import MemoryStore
-from tether.storage.store import Finish
+from tether.storage.store import WriteBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -318,20 +317,21 @@ async def test_lifespan_exit_ends_open_streams_with_a_shutdown_terminal_event(
 
 
 class SlowToFinishStore(MemoryStore):
-    """Holds the final write of runs until ``finish_gate`` opens."""
+    """Holds the write that carries a run's ending until ``finish_gate`` opens."""
 
     def __init__(self) -> None:
         super().__init__()
         self.finish_gate = Gate()
 
-    async def finish_run(self, run_id: RunId, finish: Finish) -> RunRecord:
-        self.finish_gate.reached.set()
-        await self.finish_gate.opened.wait()
-        return await super().finish_run(run_id, finish)
+    async def write(self, batch: WriteBatch) -> None:
+        if batch.endings:
+            self.finish_gate.reached.set()
+            await self.finish_gate.opened.wait()
+        await super().write(batch)
 
 
-async def test_a_message_sent_right_after_run_finished_is_not_refused_as_busy() -> None:
-    """The terminal event goes out before the run's final write; the next message waits for it."""
+async def test_run_finished_goes_out_once_stored_and_the_next_message_is_accepted() -> None:
+    """Issue #13: the terminal event is the commit point; a read right after it agrees."""
     store = SlowToFinishStore()
     tether_app = Tether(store=store, settings=Settings(database_url="memory"))
     gate = Gate()
@@ -349,13 +349,14 @@ async def test_a_message_sent_right_after_run_finished_is_not_refused_as_busy() 
             await gate.reached.wait()
         (run,) = tether_app.engine.runs.values()
         await client.post(f"/runs/{run.run_id}/cancel")
-        await first.frames()
         with anyio.fail_after(5):
             await store.finish_gate.reached.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert not first.done.is_set()
+        store.finish_gate.open()
+        assert (await first.frames())[-1].json["status"] == "cancelled"
         assert (await client.get(f"/runs/{run.run_id}")).json()["status"] == "cancelled"
         body = {"message": "next", "session_id": run.session_id}
         second = post_in_task(tg, client, "/agents/a/runs", body)
-        await anyio.wait_all_tasks_blocked()
-        store.finish_gate.open()
         frames = await second.frames()
         assert frames[-1].json["status"] == "completed"

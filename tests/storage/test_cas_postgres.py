@@ -17,7 +17,7 @@ from tether.ids import RunId, SessionId, UserId
 from tether.records import CancelRequest, RunRecord, SessionRecord
 from tether.storage.migrate import upgrade_database
 from tether.storage.sql import SqlStore
-from tether.storage.store import Finish
+from tether.storage.store import RECOVERY_SEQ_GAP, Finish
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -174,7 +174,7 @@ async def race_recovery(workers: list[SqlStore], run_id: RunId) -> None:
     events = await workers[0].events_after(run_id, -1, limit=10)
     if final.status == "interrupted":
         assert recovered == [final]
-        assert [(e.seq, e.kind) for e in events] == [(0, "run_finished")]
+        assert [(e.seq, e.kind) for e in events] == [(RECOVERY_SEQ_GAP - 1, "run_finished")]
     else:
         assert final.status == "completed"
         assert (recovered, events) == ([], [])

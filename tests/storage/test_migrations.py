@@ -93,3 +93,20 @@ async def test_downgrade_to_base_then_upgrade_restores_the_schema(database: Data
     assert await on_connection(database, table_names) == ["alembic_version"]
     await upgrade_database(database.url, schema=database.schema)
     assert await on_connection(database, metadata_diff) == []
+
+
+def one_terminal_index(connection: Connection) -> Any:
+    indexes = inspect(connection).get_indexes("run_events")
+    return next(i for i in indexes if i["name"] == "uq_run_events_one_terminal")
+
+
+async def test_one_terminal_index_is_unique_per_run_on_run_finished_only(
+    database: Database,
+) -> None:
+    """Issue #13; autogenerate ignores partial-index predicates, so this is checked by hand."""
+    await upgrade_database(database.url, schema=database.schema)
+    index = await on_connection(database, one_terminal_index)
+    predicate = str(next(iter(index["dialect_options"].values())))
+    assert index["unique"]
+    assert index["column_names"] == ["run_id"]
+    assert "run_finished" in predicate

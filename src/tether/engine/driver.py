@@ -2,9 +2,10 @@
 
 ``new_run`` makes a run (and the children a runtime drives inside their parent); ``drive`` is
 the task a started or resumed run gets in the engine's task group: it drives the turn, then
-stores how the run ended. That final write is shielded and bounded by ``FINAL_WRITE_TIMEOUT_S``;
-only once it is done does the run leave the engine's table of runs (whose leases the heartbeat
-keeps renewing until then).
+stores how the run ended: its last events and its ending in one transaction (written by the
+recorder, which retries a failing store). Only once that write has landed does the run leave
+the engine's table of runs, whose leases the heartbeat keeps renewing until then: a held run is
+never recovered (so never given a second ending) while its worker lives.
 
 Pause path: when the runtime returns ``Paused``, the run emits ``RunPaused``, its state is
 flushed, its row becomes ``paused`` (no owner; the lease column holds the approval deadline)
@@ -35,7 +36,7 @@ from tether.events import StopReason, TerminalStatus
 from tether.ids import RunId, new_id
 from tether.records import CancelRequest, RunRecord, utcnow
 from tether.runtimes.base import Continuation, Paused, Runtime, Turn
-from tether.storage.store import Finish, Store
+from tether.storage.store import Ending, Finish, Store
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,10 @@ class Driver:
 
     def _storage_lost(self, record: RunRecord, why: str) -> None:
         if run := self._runs.get(record.run_id):
-            run.finish("failed", "error", why)
+            if run.finish("failed", "error", why) is not None:
+                # Deliberate: no commit point to wait for, the store is known to be gone; the
+                # clients are told now, and the ending lands whenever the store is back.
+                run.release_terminal()
             # Ended for its viewers; now stop the model too (the terminal event is already out).
             run.token.request_stop(CancelRequest(reason="error", by="storage"))
 
@@ -153,7 +157,7 @@ class Driver:
         # moment the sink is closed, so nothing more is emitted or recorded and the outcome is
         # fixed; the runtime's teardown (closing the model stream, cancelling tool tasks) and
         # the durable write still complete below, in this task, before `wait_persisted`.
-        run.token.on_stop_now(functools.partial(_finish_on_stop, run))
+        run.token.on_stop_now(functools.partial(self._finish_on_stop, run))
         try:
             async with self._cancel_bus.watch(run.run_id, functools.partial(_stop, run)):
                 with anyio.CancelScope() as scope:
@@ -229,35 +233,54 @@ class Driver:
         await self._persist(run)
 
     async def _persist(self, run: Run) -> None:
-        """Write the run's last state and its terminal status (shielded, bounded)."""
+        """Store the run's last state and its ending, in one transaction, once.
+
+        The run stays in the engine's table (so the heartbeat keeps renewing its lease, and no
+        recovery can end it a second time) until that write has landed. The recorder retries a
+        failing store; after ``give_up_s`` the run's waiters are released (its end is then
+        known in memory only) but the write keeps being retried until it lands or the worker
+        shuts down.
+        """
+        if run.is_persisting:  # started at the stop; the drive task just waits for it
+            await run.wait_persisted()
+            return
+        run.is_persisting = True
         outcome = run.outcome
         assert outcome is not None
-        with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S, shield=True):
-            for child in run.children:  # a parent is stored as ended only after its children
-                await child.wait_persisted()
-            await self._recorder.close(run.buffer)
-            # Compare-and-set: if recovery already marked the run, its verdict stands.
-            try:
-                if (request := run.token.request) is not None:
-                    # Who stopped it and why, recorded before the run leaves the active states
-                    # (the canceller's own note may come later, and then finds it finished).
-                    await self._store.request_cancel(run.run_id, request)
-                await self._store.finish_run(
-                    run.run_id,
-                    Finish(
+        give_up_s = self._recorder.give_up_s
+        try:
+            with anyio.move_on_after(give_up_s, shield=True):
+                for child in run.children:  # a parent is stored as ended only after its children
+                    await child.wait_persisted()
+            run.buffer.end(
+                Ending(
+                    finish=Finish(
                         status=outcome.status,
                         reason=outcome.reason,
                         error=outcome.error,
                         usage=outcome.usage,
                         finished_at=utcnow(),
                     ),
+                    # Who stopped it and why, recorded with its end if the row has no stop yet
+                    # (the canceller's own note may come later, and then finds it finished).
+                    cancel=run.token.request,
                 )
-            except StorageError as exc:
-                # Like the time bound: give up on this write, never take the engine down with it.
-                log.warning("run %s: terminal state not stored: %s", run.run_id, exc)
-        self._runs.pop(run.run_id, None)
-        run.token.close()
-        run.mark_persisted()
+            )
+            landed = False
+            with anyio.CancelScope(shield=True):
+                landed = await self._recorder.close(run.buffer, timeout_s=give_up_s)
+            if not landed:
+                log.warning(
+                    "run %s: ending not stored after %g s; still retrying", run.run_id, give_up_s
+                )
+                # Viewers get their terminal event (the store may disagree until the write
+                # lands); waiters for the stored end keep waiting.
+                run.release_terminal()
+                await self._recorder.close(run.buffer, timeout_s=None)
+        finally:
+            self._runs.pop(run.run_id, None)
+            run.token.close()
+            run.mark_persisted()
 
     async def _pause(self, run: Run, paused: Paused, ctx: AgentContext) -> None:
         """Emit the pause, store it, and let go of the run (shielded, bounded)."""
@@ -268,7 +291,7 @@ class Driver:
             return
         context = ctx.context.model_dump(mode="json") if ctx.context is not None else None
         with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S, shield=True):
-            await self._recorder.close(run.buffer)
+            await self._recorder.close(run.buffer, timeout_s=None)
             try:
                 is_paused = await self._store.pause_run(
                     run.run_id,
@@ -284,12 +307,14 @@ class Driver:
         run.token.close()
         run.mark_persisted()
 
+    def _finish_on_stop(self, run: Run) -> None:
+        request = run.token.request
+        assert request is not None
+        if run.finish("cancelled", request.reason, None) is not None:
+            # The sink is closed: nothing more is recorded, so the ending is written now,
+            # while the runtime tears down (the terminal event waits for this write only).
+            self._task_group.start_soon(self._persist, run, name=f"end {run.run_id}")
+
 
 def _stop(run: Run, request: CancelRequest) -> None:
     run.stop(request)
-
-
-def _finish_on_stop(run: Run) -> None:
-    request = run.token.request
-    assert request is not None
-    run.finish("cancelled", request.reason, None)

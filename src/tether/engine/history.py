@@ -6,7 +6,8 @@ Rules (every stop path must leave a history that any provider accepts):
 - A turn that did not complete ends with a short marker saying it was interrupted and why; it
   is appended to the last response's text, or added as its own response when the last
   response ended in tool calls (the results must directly follow their calls).
-- A turn stopped with ``action="rollback"`` is left out entirely, user message included.
+- A turn stopped with ``action="rollback"`` is left out entirely, user message included,
+  however its end was recorded (unless it completed before the stop landed).
 """
 
 import json
@@ -56,7 +57,9 @@ def build_history(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[His
     items: list[HistoryItem] = []
     for turn in turns:
         cancel = turn.run.cancel
-        if turn.run.status == "cancelled" and cancel is not None and cancel.action == "rollback":
+        # Not only `cancelled`: a rolled-back run whose end was recorded otherwise (its worker
+        # was lost, its store failed) stays rolled back (issue #13).
+        if turn.run.status != "completed" and cancel is not None and cancel.action == "rollback":
             continue
         items.extend(_turn_items(turn, rules))
     return items

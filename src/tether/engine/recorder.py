@@ -22,13 +22,18 @@ from tether.errors import StorageError
 from tether.events import ToolStatus, Usage
 from tether.ids import MessageId, RunId, SessionId, new_id
 from tether.records import MessageRecord, MessageStatus, ToolCallRecord, utcnow
-from tether.storage.store import Store, StoredEvent, WriteBatch
+from tether.storage.store import Ending, Store, StoredEvent, WriteBatch
 
 log = logging.getLogger(__name__)
 
 HANG_FACTOR = 2
 """A write that lasts ``give_up_s`` times this is abandoned (cut short): the store's own bounds
 (busy timeout, retry budget, connect timeout) failed to end it."""
+
+
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+"""Backoff between a finished run's attempts to store its ending."""
 
 
 class _Message:
@@ -59,7 +64,10 @@ class RunBuffer:
         self._dirty_calls: set[str] = set()
         self._events: list[StoredEvent] = []
         self._usage: Usage | None = None
+        self._ending: Ending | None = None
         self.is_finished = False
+        self.landed = anyio.Event()
+        """Set once everything the finished run buffered, its ending included, is stored."""
         self.is_ready = True
         """False until the run's row exists (child runs opened mid-stream are created after)."""
 
@@ -116,6 +124,10 @@ class RunBuffer:
     def usage(self, usage: Usage) -> None:
         self._usage = usage
 
+    def end(self, ending: Ending) -> None:
+        """The run's terminal state: written in the transaction that stores its last events."""
+        self._ending = ending
+
     def finish(self, last_status: MessageStatus) -> None:
         """Close the run's messages: the last one gets ``last_status``, the others complete."""
         for message in self._messages:
@@ -135,6 +147,9 @@ class RunBuffer:
         if self._usage is not None:
             batch.usage[self.run_id] = self._usage
             self._usage = None
+        if self._ending is not None:
+            batch.endings[self.run_id] = self._ending
+            self._ending = None
 
     def restore(self, batch: "_BatchBuilder") -> None:
         """Put back what ``take`` gave away after a failed write (events keep their order)."""
@@ -147,6 +162,8 @@ class RunBuffer:
         self._events = mine + self._events
         if self._usage is None and self.run_id in batch.usage:
             self._usage = batch.usage[self.run_id]
+        if self._ending is None and self.run_id in batch.endings:
+            self._ending = batch.endings[self.run_id]
 
     def _new_message(self) -> _Message:
         if self._current is not None:
@@ -179,10 +196,15 @@ class _BatchBuilder:
     tool_calls: list[ToolCallRecord] = dataclasses.field(default_factory=list[ToolCallRecord])
     events: list[StoredEvent] = dataclasses.field(default_factory=list[StoredEvent])
     usage: dict[RunId, Usage] = dataclasses.field(default_factory=dict[RunId, Usage])
+    endings: dict[RunId, Ending] = dataclasses.field(default_factory=dict[RunId, Ending])
 
     def build(self) -> WriteBatch:
         return WriteBatch(
-            messages=self.messages, tool_calls=self.tool_calls, events=self.events, usage=self.usage
+            messages=self.messages,
+            tool_calls=self.tool_calls,
+            events=self.events,
+            usage=self.usage,
+            endings=self.endings,
         )
 
 
@@ -196,6 +218,11 @@ class Recorder:
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._failing_since: float | None = None
+
+    @property
+    def give_up_s(self) -> float:
+        """How long the store may fail before the runs it holds are told (and given up on)."""
+        return self._give_up_s
 
     def open(
         self, run_id: RunId, session_id: SessionId, on_storage_lost: Callable[[str], None]
@@ -239,8 +266,12 @@ class Recorder:
         slow = StorageError(f"a storage write has taken over {self._give_up_s:g} s")
         self._note_failure(list(self._buffers.values()), slow)
 
-    async def flush(self) -> bool:
-        """Write everything buffered; False if the store failed (the data is kept)."""
+    async def flush(self, *, is_write_shielded: bool = False) -> bool:
+        """Write everything buffered; False if the store failed (the data is kept).
+
+        ``is_write_shielded``: the write, once started, is never cut short (waiting for the
+        flusher's write in flight still is).
+        """
         async with self._lock:
             batch = _BatchBuilder()
             # A buffer whose run row is still being created waits: its rows reference it.
@@ -253,7 +284,13 @@ class Recorder:
             write = batch.build()
             if not write.is_empty():
                 try:
-                    await self._store.write(write)
+                    # A shielded write is still abandoned if it hangs far beyond the store's
+                    # own bounds, like the flusher's (else nothing could ever end it).
+                    bound_s = self._hang_s if is_write_shielded else None
+                    with anyio.move_on_after(bound_s, shield=is_write_shielded) as bound:
+                        await self._store.write(write)
+                    if bound.cancelled_caught:
+                        raise StorageError(f"a storage write hung for over {self._hang_s:g} s")
                 except StorageError as exc:
                     for buffer in buffers:
                         buffer.restore(batch)
@@ -267,15 +304,26 @@ class Recorder:
                 self._failing_since = None
             for buffer in finished:
                 self._buffers.pop(buffer.run_id, None)
+                buffer.landed.set()
             return True
 
-    async def close(self, buffer: RunBuffer) -> bool:
-        """Flush a finished run's last state, then forget it; False if the store failed.
+    async def close(self, buffer: RunBuffer, *, timeout_s: float | None) -> bool:
+        """Store a finished run's last state (its ending with it); False if not landed in time.
 
-        On failure the buffer stays and the flusher keeps retrying it.
+        Retries with backoff. A write, once started, is never cut short (the store's own
+        bounds end a failing one), so ``timeout_s`` only ends the waiting around writes.
+        On False the buffer stays, and the flusher keeps retrying it.
         """
         buffer.is_finished = True
-        return await self.flush()
+        delay_s = RETRY_FIRST_S
+        with anyio.move_on_after(timeout_s):
+            while True:
+                await self.flush(is_write_shielded=True)
+                if buffer.landed.is_set():
+                    break
+                await anyio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
+        return buffer.landed.is_set()
 
     def _note_failure(self, buffers: list[RunBuffer], exc: StorageError) -> None:
         now = anyio.current_time()

@@ -8,6 +8,9 @@ Guarantees:
   assistant text is byte-for-byte the concatenation of the ``text_delta`` events.
 - Every tool call is closed before the terminal event: ``cancelled`` on a stop, ``error`` on a
   failure.
+- The terminal event is the commit point: it is recorded at once, but reaches viewers (``events``,
+  the event bus) only once the run's ending is stored with it (``release_terminal``), so
+  whoever saw it reads the same ending from the store.
 
 The hot path (``text``) appends to lists and sets an event: no I/O, no await, no validation.
 """
@@ -109,6 +112,8 @@ class Run:
         self._open_child = open_child
         self.approval_timeout_s: float | None = None
         """How long the run waits for approval if it pauses (None: for ever)."""
+        self.is_persisting = False
+        """True once the driver started storing the run's end (it does so once)."""
         self.is_driven_by_parent = False
         """True for a child the parent's runtime reports into (an Agno member or step)."""
         self._events: list[RunEvent] = []
@@ -122,6 +127,8 @@ class Run:
         """The event after which the sink takes nothing more: the terminal one, or a pause."""
         self._done = anyio.Event()
         self._persisted = anyio.Event()
+        self._pending_terminal: tuple[RunFinished, StoredEvent] | None = None
+        """The terminal event, recorded but not yet shown to viewers (its write is pending)."""
         self.outcome: RunOutcome | None = None
         self.paused: RunPaused | None = None
         if resume is None:
@@ -292,7 +299,9 @@ class Run:
             usage=usage,
             error=error,
         )
-        self._emit(terminal)
+        # The commit point: the terminal event goes to the store now, and to viewers only
+        # once the run's ending is stored with it (``release_terminal``).
+        self._pending_terminal = (terminal, self._record(terminal))
         self._finished = self._closed = terminal
         # Timers only: the stop callbacks must still reach the runtime when a run ends
         # without a stop (storage lost), so it stops producing into a closed sink.
@@ -356,8 +365,15 @@ class Run:
         assert self.outcome is not None
         return self.outcome
 
+    def release_terminal(self) -> None:
+        """Show the terminal event to viewers: its ending is stored (or storage was given up)."""
+        if (pending := self._pending_terminal) is not None:
+            self._pending_terminal = None
+            self._show(*pending)
+
     def mark_persisted(self) -> None:
-        """The terminal state or the pause is stored (or the bounded final write gave up)."""
+        """The terminal state or the pause is stored (or the worker gave up on storing it)."""
+        self.release_terminal()
         self._persisted.set()
 
     async def wait_persisted(self) -> RunOutcome | RunPaused:
@@ -383,7 +399,7 @@ class Run:
                 yield event
                 if isinstance(event, RunFinished | RunPaused):
                     return
-            if self._closed is not None:
+            if self._closed is not None and self._pending_terminal is None:
                 return  # asked for more than the run will ever emit
             await self._changed.wait()
 
@@ -414,11 +430,17 @@ class Run:
         self._wake_recorder()
 
     def _emit(self, event: RunEvent) -> None:
-        self._events.append(event)
+        self._show(event, self._record(event))
+
+    def _record(self, event: RunEvent) -> StoredEvent:
         stored = StoredEvent(
             run_id=self.run_id, seq=event.seq, kind=event.kind, payload=event_json(event)
         )
         self.buffer.event(stored)
+        return stored
+
+    def _show(self, event: RunEvent, stored: StoredEvent) -> None:
+        self._events.append(event)
         self._bus.publish(stored)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()

@@ -5,8 +5,10 @@ event JSON never contains a raw CR or LF. A client that reconnects with the last
 every later event exactly once: ``seq`` strictly increases per run, and each source below yields
 only events after the last seq it yielded. Seqs are contiguous, except before the terminal event
 of a run whose worker died: what it streamed but never stored is gone, and recovery gives that
-event a seq after everything the worker got onto the event bus, so it is new to every viewer
-(``Store.interrupt_expired``), and publishes it there, so viewers waiting on the bus end at once.
+event a seq ``RECOVERY_SEQ_GAP`` past everything stored or on the event bus, so it is new to
+every viewer, with or without Redis (``Store.interrupt_expired``), and publishes it there, so
+viewers waiting on the bus end at once. A run's terminal event is the commit point: a run held
+here shows it only once its ending is stored (``Run.release_terminal``).
 
 Sources:
 - a run this process drives: its in-memory event list (``Run.events``), live; a resumed run's
@@ -203,8 +205,8 @@ async def _check_end(
 async def is_seen_to_end(store: Store, run_id: RunId, after: int) -> bool:
     """Whether the event with seq ``after`` is the run's stored terminal event.
 
-    Then the client got that event: recovery never gives a terminal event a seq that the event
-    bus carried (it may reuse one the dead worker only sent to its own clients).
+    Then the client got that event: recovery gives its terminal event a seq past any a viewer
+    may have seen (``RECOVERY_SEQ_GAP``).
     """
     if after < 0:
         return False

@@ -14,9 +14,10 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tether.events import ACTIVE_STATUSES
 from tether.ids import RunId
 from tether.records import CancelRequest, RunRecord
-from tether.storage.store import Finish, WriteBatch
+from tether.storage.store import Ending, Finish, WriteBatch
 from tether.storage.tables import Base, MessageRow, RunEventRow, RunRow, ToolCallRow
 
 Inserter = Callable[[type[Base]], PgInsert | SqliteInsert]
@@ -28,7 +29,7 @@ _TOOL_CALL_UPDATES: Final = ("args", "status", "result", "error", "finished_at")
 async def write_batch(
     db: AsyncSession, batch: WriteBatch, *, insert: Inserter, at: datetime
 ) -> None:
-    """Upsert messages and tool calls, append events (idempotent), set usage."""
+    """Upsert messages and tool calls, append events (idempotent), set usage, end runs."""
     if batch.messages:
         stmt = insert(MessageRow)
         await db.execute(
@@ -57,6 +58,36 @@ async def write_batch(
         await db.execute(
             update(RunRow).where(RunRow.run_id == run_id).values(**RunRow.usage_values(usage))
         )
+    for run_id, ending in batch.endings.items():
+        await _end(db, run_id, ending)
+
+
+async def _end(db: AsyncSession, run_id: RunId, ending: Ending) -> None:
+    """The CAS active -> terminal, with the stop that caused it (if the row has none yet).
+
+    A run that is no longer active (recovery ended it) keeps its ending; the terminal event
+    this batch carried was then dropped by the one-terminal index.
+    """
+    is_active = RunRow.status.in_(ACTIVE_STATUSES)
+    if ending.cancel is not None:
+        await db.execute(
+            update(RunRow)
+            .where(RunRow.run_id == run_id, is_active, RunRow.cancel_requested_at.is_(None))
+            .values(**RunRow.cancel_values(ending.cancel))
+        )
+    finish = ending.finish
+    await db.execute(
+        update(RunRow)
+        .where(RunRow.run_id == run_id, is_active)
+        .values(
+            status=finish.status,
+            reason=finish.reason,
+            error=finish.error,
+            finished_at=finish.finished_at,
+            lease_expires_at=None,
+            **RunRow.usage_values(finish.usage),
+        )
+    )
 
 
 async def pause(

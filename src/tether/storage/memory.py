@@ -10,8 +10,10 @@ from tether.errors import Conflict, NotFound
 from tether.events import (
     ACTIVE_STATUSES,
     LEASED_STATUSES,
+    RUN_EVENTS,
     TERMINAL_STATUSES,
     RunFinished,
+    Usage,
     event_json,
 )
 from tether.ids import MessageId, RunId, SessionId, UserId
@@ -19,11 +21,18 @@ from tether.records import (
     CancelRequest,
     HistoryTurn,
     MessageRecord,
+    MessageStatus,
     RunRecord,
     SessionRecord,
     ToolCallRecord,
 )
-from tether.storage.store import Finish, LiveEvents, StoredEvent, WriteBatch
+from tether.storage.store import (
+    RECOVERY_SEQ_GAP,
+    Finish,
+    LiveEvents,
+    StoredEvent,
+    WriteBatch,
+)
 
 
 class MemoryStore:
@@ -181,39 +190,58 @@ class MemoryStore:
         expired = [r for e in expired if (r := self._runs.get(e.run_id)) and is_expired(r)]
         terminals: list[StoredEvent] = []
         for run in expired:
-            finish = Finish(
-                status="interrupted",
-                reason="worker_lost",
-                usage=run.usage,
-                finished_at=now,
-            )
-            self._runs[run.run_id] = await self.finish_run(run.run_id, finish)
-            for m in list(self._messages.values()):
-                if m.run_id == run.run_id and m.status == "streaming":
-                    self._messages[m.message_id] = dataclasses.replace(
-                        m, status="interrupted", completed_at=now
-                    )
-            for c in list(self._tool_calls.values()):
-                if c.run_id == run.run_id and c.status == "running":
-                    self._tool_calls[c.run_id, c.call_id] = dataclasses.replace(
-                        c, status="cancelled", error="worker lost", finished_at=now
-                    )
             events = self._events.setdefault(run.run_id, {})
-            seq = max(max(events, default=-1), published.get(run.run_id, -1)) + 1
-            terminal = RunFinished(
-                run_id=run.run_id, seq=seq, status="interrupted", reason="worker_lost"
-            )
-            events[seq] = StoredEvent(
-                run_id=run.run_id,
-                seq=seq,
-                kind=terminal.kind,
-                payload=event_json(terminal),
-            )
-            terminals.append(events[seq])
+            stored = next((e for e in events.values() if e.kind == "run_finished"), None)
+            usage = None
+            if stored is None:  # else its final write was cut short: adopt that ending
+                last = max(max(events, default=-1), published.get(run.run_id, -1))
+                terminal = RunFinished(
+                    run_id=run.run_id,
+                    seq=last + RECOVERY_SEQ_GAP,
+                    status="interrupted",
+                    reason="worker_lost",
+                )
+                stored = events[terminal.seq] = StoredEvent(
+                    run_id=run.run_id,
+                    seq=terminal.seq,
+                    kind=terminal.kind,
+                    payload=event_json(terminal),
+                )
+                terminals.append(stored)
+                usage = run.usage
+            self._adopt(run, stored, now, usage=usage)
         if live is not None:
             for event in terminals:
                 live.publish(event)
         return [self._runs[r.run_id] for r in expired]
+
+    def _adopt(
+        self, run: RunRecord, stored: StoredEvent, now: datetime, *, usage: Usage | None
+    ) -> None:
+        """End a lost run as its stored terminal event says."""
+        terminal = RUN_EVENTS.validate_json(stored.payload)
+        assert isinstance(terminal, RunFinished)
+        self._runs[run.run_id] = dataclasses.replace(
+            run,
+            status=terminal.status,
+            reason=terminal.reason,
+            error=terminal.error,
+            usage=usage or terminal.usage,
+            finished_at=now,
+            lease_expires_at=None,
+        )
+        closed: MessageStatus = "complete" if terminal.status == "completed" else "interrupted"
+        why = "worker lost" if terminal.reason == "worker_lost" else f"run {terminal.status}"
+        for m in list(self._messages.values()):
+            if m.run_id == run.run_id and m.status == "streaming":
+                self._messages[m.message_id] = dataclasses.replace(
+                    m, status=closed, completed_at=now
+                )
+        for c in list(self._tool_calls.values()):
+            if c.run_id == run.run_id and c.status == "running":
+                self._tool_calls[c.run_id, c.call_id] = dataclasses.replace(
+                    c, status="cancelled", error=terminal.error or why, finished_at=now
+                )
 
     async def pause_run(
         self, run_id: RunId, *, owner: str, expires_at: datetime | None, state: JsonValue
@@ -271,10 +299,19 @@ class MemoryStore:
         for call in batch.tool_calls:
             self._tool_calls[call.run_id, call.call_id] = call
         for event in batch.events:
-            self._events.setdefault(event.run_id, {})[event.seq] = event
+            events = self._events.setdefault(event.run_id, {})
+            if event.kind == "run_finished" and any(
+                e.kind == "run_finished" for e in events.values()
+            ):
+                continue  # one ending per run, like the SQL schema's unique index
+            events.setdefault(event.seq, event)
         for run_id, usage in batch.usage.items():
             if run := self._runs.get(run_id):
                 self._runs[run_id] = dataclasses.replace(run, usage=usage)
+        for run_id, ending in batch.endings.items():
+            if ending.cancel is not None:
+                await self.request_cancel(run_id, ending.cancel)
+            await self.finish_run(run_id, ending.finish)
 
     async def events_after(self, run_id: RunId, after_seq: int, *, limit: int) -> list[StoredEvent]:
         events = self._events.get(run_id, {})

@@ -6,8 +6,12 @@ Contract (checked by ``tests/contract/test_store.py`` against every implementati
   active top-level run in the same session (``Conflict``), even when two workers race.
 - ``finish_run`` is compare-and-set: only a non-terminal run changes, so a stop racing completion
   leaves exactly one terminal status; the caller learns which one won.
-- ``write`` applies one recorder batch (message and tool-call upserts, appended events)
-  atomically; replaying the same batch is harmless (idempotent on ids and ``(run_id, seq)``).
+- ``write`` applies one recorder batch (message and tool-call upserts, appended events, the
+  endings of runs that end with it) atomically; replaying the same batch is harmless
+  (idempotent on ids and ``(run_id, seq)``).
+- One ending per run: a run stores at most one terminal ``run_finished`` event (the schema
+  refuses a second one; ``write`` and recovery drop theirs if one is already stored), and
+  recovery adopts a stored terminal event instead of writing its own.
 - Timestamps come back UTC-aware.
 """
 
@@ -29,6 +33,15 @@ from tether.records import (
     ToolCallRecord,
 )
 
+RECOVERY_SEQ_GAP = 1_000_000
+"""How far past the last event stored (or seen on the bus) recovery puts the terminal event it
+writes for a lost run.
+
+Deliberate: without a bus that remembers (no Redis), a lost worker's viewers may have seen
+events it never stored; the terminal event must come after all of them, or a reconnect with
+``Last-Event-ID`` would skip it (issue #13). No run streams this many events between two
+flushes, and a seq is only ever compared, never counted."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredEvent:
@@ -41,19 +54,6 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WriteBatch:
-    """What the recorder flushes in one transaction."""
-
-    messages: Sequence[MessageRecord] = ()
-    tool_calls: Sequence[ToolCallRecord] = ()
-    events: Sequence[StoredEvent] = ()
-    usage: dict[RunId, Usage] = field(default_factory=dict[RunId, Usage])
-
-    def is_empty(self) -> bool:
-        return not (self.messages or self.tool_calls or self.events or self.usage)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Finish:
     """The terminal state to record for a run."""
 
@@ -62,6 +62,30 @@ class Finish:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ending:
+    """A live run's end, written in the same transaction as its terminal event."""
+
+    finish: Finish
+    cancel: CancelRequest | None = None
+    """The stop that ended it, recorded first if the row has none yet (first intent wins)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteBatch:
+    """What the recorder flushes in one transaction."""
+
+    messages: Sequence[MessageRecord] = ()
+    tool_calls: Sequence[ToolCallRecord] = ()
+    events: Sequence[StoredEvent] = ()
+    usage: dict[RunId, Usage] = field(default_factory=dict[RunId, Usage])
+    endings: dict[RunId, Ending] = field(default_factory=dict[RunId, Ending])
+    """Runs that end with this batch: compare-and-set to terminal, like ``finish_run``."""
+
+    def is_empty(self) -> bool:
+        return not (self.messages or self.tool_calls or self.events or self.usage or self.endings)
 
 
 class LiveEvents(Protocol):

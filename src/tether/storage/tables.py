@@ -329,8 +329,22 @@ class ToolCallRow(Base):
         }
 
 
+ONE_TERMINAL_PREDICATE: Final = "kind = 'run_finished'"
+
+
 class RunEventRow(Base):
     __tablename__ = "run_events"
+    __table_args__ = (
+        # A run has one ending: a second terminal event (a recovery racing a late final
+        # write, a future bug) is refused by the database instead of stored.
+        Index(
+            "uq_run_events_one_terminal",
+            "run_id",
+            unique=True,
+            sqlite_where=text(ONE_TERMINAL_PREDICATE),
+            postgresql_where=text(ONE_TERMINAL_PREDICATE),
+        ),
+    )
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(primary_key=True)
