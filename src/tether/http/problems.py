@@ -31,18 +31,21 @@ from tether.errors import (
     ProviderError,
     ProviderTimeout,
     StorageError,
+    StorageRejected,
     UsageError,
 )
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+STORAGE_RETRY_AFTER_S: Final = "1"
 
 # Looked up along the exception's MRO, so a subclass without a row gets its base's.
 _TABLE: Final[Mapping[type[AgentRunError], tuple[int, str]]] = {
     NotFound: (404, "not-found"),
     Conflict: (409, "conflict"),
     UsageError: (422, "invalid-request"),
+    StorageRejected: (422, "unstorable-value"),
     StorageError: (503, "storage-unavailable"),
     ProviderTimeout: (504, "provider-timeout"),
     ProviderError: (502, "provider-error"),
@@ -142,6 +145,13 @@ def install(app: FastAPI) -> None:
 
 async def _on_agent_run_error(request: Request, exc: AgentRunError) -> Response:
     status, slug = status_of(exc)
+    if isinstance(exc, StorageError):
+        # Deliberate: the driver's text stays in the log; the client learns what it can do.
+        log.warning("%s %s failed: %r", request.method, request.url.path, exc)
+        if isinstance(exc, StorageRejected):
+            return problem(status, "the database refused a value of the request", slug=slug)
+        detail = "storage is unavailable; retry later"
+        return problem(status, detail, slug=slug, headers={"Retry-After": STORAGE_RETRY_AFTER_S})
     if status >= 500:
         log.warning("%s %s failed: %r", request.method, request.url.path, exc)
     return problem(status, exc.message, slug=slug, extra=exc.details)
