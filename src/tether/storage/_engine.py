@@ -132,7 +132,10 @@ def is_rejected_data(exc: Exception) -> bool:
 
 def describe(exc: Exception) -> str:
     """The driver's message, without the SQL and parameters SQLAlchemy adds to its own."""
-    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    # Deliberate: never str() the SQLAlchemy wrapper, whose text repeats the parameters (a
+    # parameter may be what failed to convert, and then fails again in its repr).
+    orig = exc.orig if isinstance(exc, StatementError) else None
+    cause = orig if isinstance(orig, BaseException) else exc
     return f"{type(cause).__name__}: {cause}"
 
 
