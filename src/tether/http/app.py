@@ -24,7 +24,7 @@ from tether.app import Tether
 from tether.http import problems
 from tether.http.auth import Authenticator, parse_api_keys
 from tether.http.metrics import CONTENT_TYPE
-from tether.http.problems import problem_responses
+from tether.http.problems import TextSafeJSONResponse, problem_responses
 from tether.http.runs import runs_router
 from tether.http.schemas import ConfigOut, HealthOut
 from tether.http.sessions import sessions_router
@@ -67,6 +67,7 @@ def create_app(
         summary="Run, stream and stop LLM agent runs.",
         lifespan=lifespan,
         responses=problem_responses(400, 401, 403, 422, 503),
+        default_response_class=TextSafeJSONResponse,
     )
     problems.install(app)
     app.include_router(runs_router(state, authenticate))

@@ -12,6 +12,7 @@ the wrong type) is 400; a well-formed body that fails validation, or a request t
 a caller mistake (``UsageError``), is 422.
 """
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -83,6 +84,21 @@ _PARSE_ERROR_TYPES: Final = frozenset({"json_invalid", "json_type"})
 _PARAMETER_LOCATIONS: Final = frozenset({"query", "header", "path", "cookie"})
 
 
+class TextSafeJSONResponse(JSONResponse):
+    """JSON that any text can travel in, even a lone surrogate.
+
+    A lone surrogate (a model or a tool may emit one) has no UTF-8 form, so such a body is sent
+    with every non-ASCII character escaped instead.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+            return text.encode("ascii")
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem; extension members carry the error's structured fields."""
 
@@ -120,7 +136,9 @@ def problem(
     for key, value in (extra or {}).items():
         if (name := _RENAMED.get(key, key)) not in _RESERVED:
             body[name] = _jsonable(value)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return TextSafeJSONResponse(
+        body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
