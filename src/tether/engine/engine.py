@@ -58,6 +58,7 @@ class Engine:
     ) -> None:
         self.store = store
         self.event_bus = event_bus
+        self.recorder = recorder
         self._agents = agents
         self.config = config
         self.task_group = task_group

@@ -217,6 +217,11 @@ class Recorder:
         buffer = self._buffers[run_id] = RunBuffer(run_id, session_id, on_storage_lost)
         return buffer
 
+    @property
+    def is_failing(self) -> bool:
+        """This process's writes are failing for want of a store (retried, not yet landed)."""
+        return self._failing_since is not None
+
     def wake(self) -> None:
         """Flush soon (tool boundaries): the flusher runs now instead of at the next tick."""
         self._wake.set()

@@ -293,6 +293,9 @@ class MemoryStore:
             if run.parent_run_id is None and run.status in TERMINAL_STATUSES
         ]
 
+    async def ping(self) -> None:
+        return
+
     async def close(self) -> None:
         return None
 

@@ -217,4 +217,12 @@ class Store(Protocol):
         """Finished top-level runs of the session, oldest first, with their messages."""
         ...
 
+    async def ping(self) -> None:
+        """Check the database answers now, without retrying (readiness probes).
+
+        Raises:
+            StorageError: it does not.
+        """
+        ...
+
     async def close(self) -> None: ...
