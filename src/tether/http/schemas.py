@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Final, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, field_validator
 
 from tether.events import (
     PendingCall,
@@ -75,7 +75,7 @@ class ToolDecisionIn(_Request):
     """A person's answer to one call awaiting approval."""
 
     call_id: Id
-    approved: bool
+    approved: StrictBool
     args: dict[str, JsonValue] | None = None
     """Edited arguments to run the tool with instead of the model's (approvals only)."""
     message: str | None = None
@@ -98,7 +98,7 @@ class CancelRunIn(_Request):
     reason: ClientStopReason = "user"
     mode: StopMode = "now"
     action: StopAction = "keep"
-    wait: bool = False
+    wait: StrictBool = False
     """Answer once the run is terminal (bounded; the answer says if it is not yet)."""
 
 

@@ -3,6 +3,7 @@
 A session (or run) of another user is reported as not found, exactly like a missing one.
 """
 
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Final
@@ -10,7 +11,7 @@ from typing import Annotated, Final
 import anyio
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from tether.errors import NotFound
 from tether.events import ACTIVE_STATUSES
@@ -30,6 +31,8 @@ from tether.http.schemas import (
 from tether.http.state import HttpState
 from tether.ids import RunId, SessionId, UserId
 from tether.records import CancelRequest, SessionRecord
+
+_ISO_8601: Final = re.compile(r"\d{4}-\d{2}-\d{2}[T ]")
 
 DELETE_WAIT_S: Final = 10.0
 """How long deleting a session waits for its stopped run to end before hiding the session."""
@@ -53,7 +56,7 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         agent: AgentName,
         user: Annotated[UserId, user_dep],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        before: Annotated[AwareDatetime | None, Query()] = None,
+        before: Annotated[AwareDatetime | None, Query(), BeforeValidator(_iso_8601)] = None,
     ) -> SessionPageOut:
         """The caller's sessions with `agent`, most recently active first."""
         return await _list_sessions(state, agent, user=user, limit=limit, before=before)
@@ -194,3 +197,10 @@ def _session_out(session: SessionRecord) -> SessionOut:
         created_at=session.created_at,
         updated_at=session.updated_at,
     )
+
+
+def _iso_8601(value: object) -> object:
+    # Deliberate: pydantic also reads a bare number as Unix time ("0.5"); the API says ISO 8601.
+    if isinstance(value, str) and not _ISO_8601.match(value):
+        raise ValueError("before must be an ISO 8601 timestamp with a time zone")
+    return value
