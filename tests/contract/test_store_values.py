@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.contract.test_store import (
+    T0,
     message_record,
     require_run,
     run_record,
@@ -22,8 +23,9 @@ from tests.contract.test_store import (
 )
 from tether.events import Usage
 from tether.ids import RunId, SessionId
+from tether.records import CancelRequest
 from tether.storage.sql import SqlStore
-from tether.storage.store import Store, StoredEvent, WriteBatch
+from tether.storage.store import Finish, Store, StoredEvent, WriteBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -98,3 +100,17 @@ async def test_any_text_round_trips_as_message_content(store: Store, text: str) 
     message = message_record("m1", "r1", content=text, status="streaming")
     await store.write(WriteBatch(messages=[message]))
     assert [m.content for m in await store.messages(SessionId("s1"))] == [text]
+
+
+async def test_finish_run_records_the_stop_it_ended_with(store: Store) -> None:
+    """The first intent stored lost to another stop: the row agrees with the ending (#15)."""
+    await start_session(store, run_record("r1", status="running"))
+    first = CancelRequest(reason="user", by="bob", requested_at=T0)
+    ending = CancelRequest(reason="disconnect", by="alice", requested_at=T0)
+    await store.request_cancel(RunId("r1"), first)
+    ended = await store.finish_run(
+        RunId("r1"),
+        Finish(status="cancelled", reason="disconnect", finished_at=T0, cancel=ending),
+    )
+    assert ended.cancel == ending
+    assert (await require_run(store, "r1")).cancel == ending

@@ -250,6 +250,7 @@ class Driver:
                         error=outcome.error,
                         usage=outcome.usage,
                         finished_at=utcnow(),
+                        cancel=run.token.request,
                     ),
                 )
             except StorageError as exc:

@@ -133,6 +133,7 @@ class MemoryStore:
             usage=finish.usage,
             finished_at=finish.finished_at,
             lease_expires_at=None,
+            cancel=finish.cancel or run.cancel,
         )
         self._runs[run_id] = run
         return run

@@ -225,6 +225,7 @@ class SqlStore:
             finished_at=finish.finished_at,
             lease_expires_at=None,
             **RunRow.usage_values(finish.usage),
+            **(RunRow.cancel_values(finish.cancel) if finish.cancel is not None else {}),
         )
 
     async def request_cancel(self, run_id: RunId, request: CancelRequest) -> RunRecord:

@@ -62,6 +62,9 @@ class Finish:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     finished_at: datetime
+    cancel: CancelRequest | None = None
+    """The stop the run ended with, if any: recorded as its cancel request, replacing one that
+    arrived first but lost (so the stored cancel fields agree with the ending)."""
 
 
 class LiveEvents(Protocol):
