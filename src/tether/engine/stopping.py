@@ -61,7 +61,8 @@ class Stopper:
         self._runs = runs
         """The engine's table of the runs held here (read only)."""
         self._worker_id = worker_id
-        self._early_stops: dict[str, tuple[CancelRequest, UserId, float]] = {}
+        self._early_stops: dict[tuple[UserId, str], tuple[CancelRequest, float]] = {}
+        """Held stops by user and key: one user can neither take nor replace another's."""
 
     async def cancel(self, run_id: RunId, request: CancelRequest, *, wait: bool) -> CancelResult:
         accepted = False
@@ -145,9 +146,9 @@ class Stopper:
     def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
         now = anyio.current_time()
         self._early_stops = {
-            k: held for k, held in self._early_stops.items() if now - held[2] < EARLY_STOP_TTL_S
+            k: held for k, held in self._early_stops.items() if now - held[1] < EARLY_STOP_TTL_S
         }
-        self._early_stops[key] = (request, user_id, now)
+        self._early_stops[(user_id, key)] = (request, now)
 
     def take_early_stop(
         self, client_request_id: str | None, session_id: SessionId, user_id: UserId
@@ -156,8 +157,8 @@ class Stopper:
         found: CancelRequest | None = None
         now = anyio.current_time()
         for key in (client_request_id, session_id):
-            held = self._early_stops.pop(key, None) if key else None
-            if held is not None and held[1] == user_id and now - held[2] < EARLY_STOP_TTL_S:
+            held = self._early_stops.pop((user_id, key), None) if key else None
+            if held is not None and now - held[1] < EARLY_STOP_TTL_S:
                 found = found or held[0]
         return found
 

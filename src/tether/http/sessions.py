@@ -176,9 +176,8 @@ async def _target(
     """The run a session stop is for: the request id's run if given, else the active one."""
     store = state.engine.store
     if request_id is not None:
-        known = state.runs_by_request.get(request_id)
-        if known is not None and known[0] == user:
-            return known[1]
+        if (known := state.runs_by_request.get((user, request_id))) is not None:
+            return known
         if session is not None:
             for run in reversed(await store.session_runs(session.session_id)):
                 if run.client_request_id == request_id:
