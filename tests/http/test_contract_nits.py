@@ -32,3 +32,15 @@ async def test_last_event_id_schema_matches_what_the_server_takes(
     assert after["maximum"] == 2**62
     too_long = await client.get("/runs/run_x/events", headers={"Last-Event-ID": "9" * 20})
     assert too_long.status_code == 400, too_long.text
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/sessions/s1", "DELETE, GET, PATCH"), ("/runs/r1/cancel", "POST")],
+)
+async def test_method_not_allowed_lists_every_method_of_the_path(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    response = await client.request("OPTIONS", path)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allowed

@@ -15,7 +15,7 @@ a caller mistake (``UsageError``), is 422.
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from tether.errors import (
     AgentRunError,
@@ -192,7 +193,22 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 async def _on_http_exception(request: Request, exc: HTTPException) -> Response:
     if exc.status_code < 400:  # pragma: no cover - we never raise non-error HTTPExceptions
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return problem(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette's 405 names the methods of the first route matching the path only; a path
+    # served by several routes (GET, PATCH and DELETE /sessions/{id}) supports them all. The
+    # OpenAPI description is the contract, so its paths say which.
+    app = cast("FastAPI", request.app)
+    path = request.url.path
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].fullmatch(path):
+            return sorted(method.upper() for method in operations)
+    return []
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
