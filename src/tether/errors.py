@@ -9,6 +9,7 @@ AgentRunError                 base of everything below
 │   └── ProviderTimeout
 ├── ToolError                 a tool raised; carries .tool and .call_id
 └── StorageError              database or bus still failing after bounded retries
+    └── StorageRejected       the database refused the data itself (retrying won't help)
 ```
 
 Every error takes a human message plus keyword-only structured fields, kept in ``.details``
@@ -72,3 +73,10 @@ class ToolError(AgentRunError):
 
 class StorageError(AgentRunError):
     """The database or the bus kept failing after bounded retries."""
+
+
+class StorageRejected(StorageError):
+    """The database refused the data itself (a value it can't hold): it would refuse it again.
+
+    Not an outage: the write that carried the data fails, and nothing else.
+    """

@@ -5,12 +5,14 @@ the SSE event id. ``kind`` is the snake_case class name and is part of the wire 
 """
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal, cast
 
 from pydantic import Field, JsonValue, TypeAdapter
+from pydantic_core import PydanticSerializationError
 
 from tether.ids import RunId, SessionId
 
@@ -233,7 +235,23 @@ def event_json(event: RunEvent) -> str:
         return json.dumps(
             {"run_id": event.run_id, "seq": event.seq, "text": event.text, "kind": event.kind}
         )
-    return RUN_EVENTS.dump_json(event).decode()
+    try:
+        return RUN_EVENTS.dump_json(event).decode()
+    except PydanticSerializationError:
+        # A lone surrogate (a model or a tool may emit one) has no UTF-8 form: JSON can still
+        # carry it, escaped. NaN and infinities become null, as pydantic writes them.
+        value = _finite(RUN_EVENTS.dump_python(event, mode="json"))
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in cast("dict[str, Any]", value).items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in cast("list[Any]", value)]
+    return value
 
 
 def parse_event(data: str | bytes) -> RunEvent:

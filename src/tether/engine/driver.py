@@ -260,6 +260,7 @@ class Driver:
                         error=outcome.error,
                         usage=outcome.usage,
                         finished_at=utcnow(),
+                        cancel=run.token.request,
                     ),
                     # Who stopped it and why, recorded with its end if the row has no stop yet
                     # (the canceller's own note may come later, and then finds it finished).

@@ -14,7 +14,7 @@ drives it again from the store's records.
 import functools
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Final, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -31,7 +31,7 @@ from tether.engine.registry import AgentSpec
 from tether.engine.run import Resumption, Run, RunOutcome
 from tether.engine.stopping import CancelResult, Stopper
 from tether.errors import Conflict, NotFound, UsageError
-from tether.events import StopAction, StopMode, StopReason, ToolDecision
+from tether.events import TERMINAL_STATUSES, StopAction, StopMode, StopReason, ToolDecision
 from tether.ids import MessageId, RunId, SessionId, UserId, new_id
 from tether.records import CancelRequest, MessageRecord, RunRecord, SessionRecord, utcnow
 from tether.runtimes.base import Continuation, Runtime
@@ -41,6 +41,8 @@ __all__ = ["CancelResult", "Engine", "EngineConfig", "IfBusy"]
 
 IfBusy = Literal["reject", "interrupt", "enqueue"]
 """What ``start`` does when the session already has an active run."""
+BUSY_POLL_S: Final = 0.05
+"""How often ``enqueue`` looks again at a run another worker drives."""
 
 
 class Engine:
@@ -58,6 +60,7 @@ class Engine:
     ) -> None:
         self.store = store
         self.event_bus = event_bus
+        self.recorder = recorder
         self._agents = agents
         self.config = config
         self.task_group = task_group
@@ -199,16 +202,51 @@ class Engine:
                     await active.wait_persisted()
                 await self.store.create_run(record, message)
             return
-        with anyio.fail_after(self.config.busy_wait_s):
-            while True:
-                try:
-                    await self.store.create_run(record, message)
-                    return
-                except Conflict as exc:
-                    active = RunId(exc.details["active_run_id"])
-                    if if_busy == "interrupt":
-                        await self.cancel(active, reason="superseded", by=record.user_id)
-                    await self.wait_terminal(active)
+        busy_with: RunId | None = None
+        try:
+            with anyio.fail_after(self.config.busy_wait_s):
+                while True:
+                    try:
+                        await self.store.create_run(record, message)
+                        return
+                    except Conflict as exc:
+                        busy_with = RunId(exc.details["active_run_id"])
+                        if if_busy == "interrupt":
+                            await self.cancel(busy_with, reason="superseded", by=record.user_id)
+                        await self._wait_ended(busy_with)
+        except TimeoutError:
+            # Issue #15: a 409 that says why, never a 500 after the wait.
+            wait_s = self.config.busy_wait_s
+            raise Conflict(
+                f"session {record.session_id} is still busy with run {busy_with} after"
+                f" {wait_s:g} s",
+                session_id=record.session_id,
+                active_run_id=busy_with,
+            ) from None
+
+    async def _wait_ended(self, run_id: RunId) -> None:
+        """Wait until the run is over.
+
+        Raises:
+            Conflict: it waits for approval (now or once it pauses): only a person ends that
+                wait, so a message queued behind it would wait for them (issue #15).
+        """
+        while True:
+            if (run := self.runs.get(run_id)) is not None:
+                await run.wait_persisted()
+            record = await self.store.get_run(run_id)
+            if record is None or record.status in TERMINAL_STATUSES:
+                return
+            if record.status == "paused":
+                raise Conflict(
+                    f"run {run_id} waits for approval: resume or cancel it first, or send the"
+                    " message with if_busy=interrupt",
+                    session_id=record.session_id,
+                    active_run_id=run_id,
+                    status=record.status,
+                )
+            if run is None:
+                await anyio.sleep(BUSY_POLL_S)  # Deliberate: driven by another worker
 
     # --- resuming ------------------------------------------------------------------------
 

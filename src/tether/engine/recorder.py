@@ -8,17 +8,21 @@ stored is exactly what was streamed, at most one interval behind.
 If the store keeps failing, batches are kept and retried with backoff; nothing accepted is
 dropped. After ``give_up_s`` of continuous failure, the affected runs are told (their
 ``on_storage_lost`` callback), so they can end ``failed`` and tell their clients.
+
+A batch the database refuses for its data (``StorageRejected``: it would refuse it again) is
+split and written run by run: the run whose data was refused fails with the reason, the others
+are written, and only an unavailable store counts towards ``give_up_s``.
 """
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 import anyio
 from pydantic import JsonValue
 
-from tether.errors import StorageError
+from tether.errors import StorageError, StorageRejected
 from tether.events import ToolStatus, Usage
 from tether.ids import MessageId, RunId, SessionId, new_id
 from tether.records import MessageRecord, MessageStatus, ToolCallRecord, utcnow
@@ -208,6 +212,16 @@ class _BatchBuilder:
         )
 
 
+def _merge(parts: Iterable[_BatchBuilder]) -> WriteBatch:
+    merged = _BatchBuilder()
+    for part in parts:
+        merged.messages.extend(part.messages)
+        merged.tool_calls.extend(part.tool_calls)
+        merged.events.extend(part.events)
+        merged.usage.update(part.usage)
+    return merged.build()
+
+
 class Recorder:
     def __init__(self, store: Store, *, flush_interval_s: float, give_up_s: float = 30.0) -> None:
         self._store = store
@@ -229,6 +243,11 @@ class Recorder:
     ) -> RunBuffer:
         buffer = self._buffers[run_id] = RunBuffer(run_id, session_id, on_storage_lost)
         return buffer
+
+    @property
+    def is_failing(self) -> bool:
+        """This process's writes are failing for want of a store (retried, not yet landed)."""
+        return self._failing_since is not None
 
     def wake(self) -> None:
         """Flush soon (tool boundaries): the flusher runs now instead of at the next tick."""
@@ -273,39 +292,85 @@ class Recorder:
         flusher's write in flight still is).
         """
         async with self._lock:
-            batch = _BatchBuilder()
             # A buffer whose run row is still being created waits: its rows reference it.
             buffers = [b for b in self._buffers.values() if b.is_ready]
             # Decided before the write: a run that finishes while it is in flight has more to
             # write (its terminal event), so only the next flush may forget it.
             finished = [buffer for buffer in buffers if buffer.is_finished]
+            parts: list[tuple[RunBuffer, _BatchBuilder]] = []
             for buffer in buffers:
-                buffer.take(batch)
-            write = batch.build()
-            if not write.is_empty():
-                try:
-                    # A shielded write is still abandoned if it hangs far beyond the store's
-                    # own bounds, like the flusher's (else nothing could ever end it).
-                    bound_s = self._hang_s if is_write_shielded else None
-                    with anyio.move_on_after(bound_s, shield=is_write_shielded) as bound:
-                        await self._store.write(write)
-                    if bound.cancelled_caught:
-                        raise StorageError(f"a storage write hung for over {self._hang_s:g} s")
-                except StorageError as exc:
-                    for buffer in buffers:
-                        buffer.restore(batch)
-                    self._note_failure(buffers, exc)
-                    return False
-                except BaseException:
-                    # Cut short (the flush is bounded): keep the batch, replaying it is harmless.
-                    for buffer in buffers:
-                        buffer.restore(batch)
-                    raise
-                self._failing_since = None
+                part = _BatchBuilder()
+                buffer.take(part)
+                if not part.build().is_empty():
+                    parts.append((buffer, part))
+            if parts and not await self._write(parts, is_write_shielded=is_write_shielded):
+                return False
             for buffer in finished:
                 self._buffers.pop(buffer.run_id, None)
                 buffer.landed.set()
             return True
+
+    async def _write(
+        self, parts: list[tuple[RunBuffer, _BatchBuilder]], *, is_write_shielded: bool
+    ) -> bool:
+        """Write the runs' parts in one transaction; False if the store is failing.
+
+        A part the database refuses (bad data: it would refuse it again) fails only its own
+        run: the batch is split and each run written on its own.
+        """
+        try:
+            # A shielded write is still abandoned if it hangs far beyond the store's own
+            # bounds, like the flusher's (else nothing could ever end it).
+            bound_s = self._hang_s if is_write_shielded else None
+            with anyio.move_on_after(bound_s, shield=is_write_shielded) as bound:
+                await self._store.write(_merge(part for _, part in parts))
+            if bound.cancelled_caught:
+                raise StorageError(f"a storage write hung for over {self._hang_s:g} s")
+        except StorageRejected as exc:
+            if len(parts) == 1:
+                self._reject(parts[0][0], exc)
+                return True
+            return await self._write_each(parts)
+        except StorageError as exc:
+            for buffer, part in parts:
+                buffer.restore(part)
+            self._note_failure([buffer for buffer, _ in parts], exc)
+            return False
+        except BaseException:
+            # Cut short (the flush is bounded): keep the batch, replaying it is harmless.
+            for buffer, part in parts:
+                buffer.restore(part)
+            raise
+        self._failing_since = None
+        return True
+
+    async def _write_each(self, parts: list[tuple[RunBuffer, _BatchBuilder]]) -> bool:
+        failing: list[RunBuffer] = []
+        error: StorageError | None = None
+        for index, (buffer, part) in enumerate(parts):
+            try:
+                await self._store.write(part.build())
+            except StorageRejected as exc:
+                self._reject(buffer, exc)
+            except StorageError as exc:
+                buffer.restore(part)
+                failing.append(buffer)
+                error = exc
+            except BaseException:
+                for left, left_part in parts[index:]:
+                    left.restore(left_part)
+                raise
+        if error is not None:
+            self._note_failure(failing, error)
+            return False
+        self._failing_since = None
+        return True
+
+    def _reject(self, buffer: RunBuffer, exc: StorageRejected) -> None:
+        # Deliberate: the refused part is dropped, not kept for a retry that would fail the
+        # same way for ever; the run fails with the reason, and the other runs never wait on it.
+        log.error("run %s: the database refused its data; the run fails: %s", buffer.run_id, exc)
+        buffer.on_storage_lost(f"the database refused the run's data: {exc.message}")
 
     async def close(self, buffer: RunBuffer, *, timeout_s: float | None) -> bool:
         """Store a finished run's last state (its ending with it); False if not landed in time.

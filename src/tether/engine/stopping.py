@@ -28,6 +28,9 @@ from tether.storage.store import Store
 
 log = logging.getLogger(__name__)
 
+REMOTE_ACCEPT_WAIT_S = 2.0
+"""How long a cancel of a run driven elsewhere waits for its ending to say who stopped it."""
+
 EARLY_STOP_TTL_S = 10.0
 """How long ``stop_pending`` holds a stop: a stop pressed before the client knew the run id
 still wins, while a stray second click can't stop a run started much later."""
@@ -58,7 +61,8 @@ class Stopper:
         self._runs = runs
         """The engine's table of the runs held here (read only)."""
         self._worker_id = worker_id
-        self._early_stops: dict[str, tuple[CancelRequest, UserId, float]] = {}
+        self._early_stops: dict[tuple[UserId, str], tuple[CancelRequest, float]] = {}
+        """Held stops by user and key: one user can neither take nor replace another's."""
 
     async def cancel(self, run_id: RunId, request: CancelRequest, *, wait: bool) -> CancelResult:
         accepted = False
@@ -97,12 +101,25 @@ class Stopper:
                     # The intent is on the run's row, which its owner's heartbeat reads: the
                     # stop still lands, within a beat instead of at once.
                     log.warning("run %s: stop not pushed, left to the heartbeat: %s", run_id, exc)
-            accepted = record.cancel == request
+            accepted = await self._is_accepted_remotely(record, request)
         if wait:
             record = await self.wait_terminal(run_id)
         return CancelResult(
             run_id=run_id, accepted=accepted, status=record.status, reason=record.reason
         )
+
+    async def _is_accepted_remotely(self, record: RunRecord, request: CancelRequest) -> bool:
+        """Whether ``request`` is the stop the run ended with (issue #15: exactly one is).
+
+        A run driven elsewhere may already have been stopped there (a disconnect, a cancel sent
+        to its worker) before our intent reached its row: its owner records the stop it ended
+        with when it finishes. So the answer waits, briefly, for that ending; a run whose owner
+        does not finish in time is judged by the intent its row holds now.
+        """
+        if record.status not in TERMINAL_STATUSES:
+            with anyio.move_on_after(REMOTE_ACCEPT_WAIT_S):
+                record = await self.wait_terminal(record.run_id)
+        return record.cancel == request
 
     async def end_paused(self, record: RunRecord, request: CancelRequest) -> RunRecord:
         messages = await self._store.run_messages(record.run_id)
@@ -129,9 +146,9 @@ class Stopper:
     def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
         now = anyio.current_time()
         self._early_stops = {
-            k: held for k, held in self._early_stops.items() if now - held[2] < EARLY_STOP_TTL_S
+            k: held for k, held in self._early_stops.items() if now - held[1] < EARLY_STOP_TTL_S
         }
-        self._early_stops[key] = (request, user_id, now)
+        self._early_stops[(user_id, key)] = (request, now)
 
     def take_early_stop(
         self, client_request_id: str | None, session_id: SessionId, user_id: UserId
@@ -140,8 +157,8 @@ class Stopper:
         found: CancelRequest | None = None
         now = anyio.current_time()
         for key in (client_request_id, session_id):
-            held = self._early_stops.pop(key, None) if key else None
-            if held is not None and held[1] == user_id and now - held[2] < EARLY_STOP_TTL_S:
+            held = self._early_stops.pop((user_id, key), None) if key else None
+            if held is not None and now - held[1] < EARLY_STOP_TTL_S:
                 found = found or held[0]
         return found
 

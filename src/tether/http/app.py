@@ -23,8 +23,9 @@ import tether
 from tether.app import Tether
 from tether.http import problems
 from tether.http.auth import Authenticator, parse_api_keys
+from tether.http.health import health_router
 from tether.http.metrics import CONTENT_TYPE
-from tether.http.problems import problem_responses
+from tether.http.problems import TextSafeJSONResponse, problem_responses
 from tether.http.runs import runs_router
 from tether.http.schemas import ConfigOut, HealthOut
 from tether.http.sessions import sessions_router
@@ -67,11 +68,13 @@ def create_app(
         summary="Run, stream and stop LLM agent runs.",
         lifespan=lifespan,
         responses=problem_responses(400, 401, 403, 422, 503),
+        default_response_class=TextSafeJSONResponse,
     )
     problems.install(app)
     app.include_router(runs_router(state, authenticate))
     app.include_router(sessions_router(state, authenticate))
     app.include_router(_service_router(state, authenticate))
+    app.include_router(health_router(state))
     mount_ui(app, Path(tether.__file__).parent / "web")
     return app
 
@@ -86,7 +89,7 @@ def _service_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
 
     @router.get("/healthz")
     async def healthz() -> HealthOut:
-        """200 while the app serves runs, 503 otherwise (no key needed)."""
+        """Liveness: 200 while the app runs, 503 otherwise (no key needed; see `/readyz`)."""
         state.require_running()
         return HealthOut()
 

@@ -12,9 +12,10 @@ the wrong type) is 400; a well-formed body that fails validation, or a request t
 a caller mistake (``UsageError``), is 422.
 """
 
+import json
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from tether.errors import (
     AgentRunError,
@@ -31,18 +33,21 @@ from tether.errors import (
     ProviderError,
     ProviderTimeout,
     StorageError,
+    StorageRejected,
     UsageError,
 )
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+STORAGE_RETRY_AFTER_S: Final = "1"
 
 # Looked up along the exception's MRO, so a subclass without a row gets its base's.
 _TABLE: Final[Mapping[type[AgentRunError], tuple[int, str]]] = {
     NotFound: (404, "not-found"),
     Conflict: (409, "conflict"),
     UsageError: (422, "invalid-request"),
+    StorageRejected: (422, "unstorable-value"),
     StorageError: (503, "storage-unavailable"),
     ProviderTimeout: (504, "provider-timeout"),
     ProviderError: (502, "provider-error"),
@@ -78,6 +83,21 @@ _RENAMED: Final[Mapping[str, str]] = {"status": "run_status"}
 # Parse failures: the request is not well-formed, as opposed to well-formed but invalid.
 _PARSE_ERROR_TYPES: Final = frozenset({"json_invalid", "json_type"})
 _PARAMETER_LOCATIONS: Final = frozenset({"query", "header", "path", "cookie"})
+
+
+class TextSafeJSONResponse(JSONResponse):
+    """JSON that any text can travel in, even a lone surrogate.
+
+    A lone surrogate (a model or a tool may emit one) has no UTF-8 form, so such a body is sent
+    with every non-ASCII character escaped instead.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+            return text.encode("ascii")
 
 
 class Problem(BaseModel):
@@ -117,7 +137,9 @@ def problem(
     for key, value in (extra or {}).items():
         if (name := _RENAMED.get(key, key)) not in _RESERVED:
             body[name] = _jsonable(value)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return TextSafeJSONResponse(
+        body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -142,6 +164,13 @@ def install(app: FastAPI) -> None:
 
 async def _on_agent_run_error(request: Request, exc: AgentRunError) -> Response:
     status, slug = status_of(exc)
+    if isinstance(exc, StorageError):
+        # Deliberate: the driver's text stays in the log; the client learns what it can do.
+        log.warning("%s %s failed: %r", request.method, request.url.path, exc)
+        if isinstance(exc, StorageRejected):
+            return problem(status, "the database refused a value of the request", slug=slug)
+        detail = "storage is unavailable; retry later"
+        return problem(status, detail, slug=slug, headers={"Retry-After": STORAGE_RETRY_AFTER_S})
     if status >= 500:
         log.warning("%s %s failed: %r", request.method, request.url.path, exc)
     return problem(status, exc.message, slug=slug, extra=exc.details)
@@ -164,7 +193,22 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 async def _on_http_exception(request: Request, exc: HTTPException) -> Response:
     if exc.status_code < 400:  # pragma: no cover - we never raise non-error HTTPExceptions
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return problem(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette's 405 names the methods of the first route matching the path only; a path
+    # served by several routes (GET, PATCH and DELETE /sessions/{id}) supports them all. The
+    # OpenAPI description is the contract, so its paths say which.
+    app = cast("FastAPI", request.app)
+    path = request.url.path
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].fullmatch(path):
+            return sorted(method.upper() for method in operations)
+    return []
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

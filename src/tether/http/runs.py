@@ -24,6 +24,8 @@ from tether.http.auth import Authenticator
 from tether.http.problems import problem_responses
 from tether.http.schemas import CancelRunIn, CancelRunOut, ResumeRunIn, RunOut, StartRunIn
 from tether.http.sse import (
+    LAST_EVENT_ID_PATTERN,
+    MAX_SEQ,
     driven_frames,
     event_stream,
     is_paused_at,
@@ -141,8 +143,10 @@ def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     async def run_events(
         run_id: RunIdPath,
         user: Annotated[UserId, user_dep],
-        after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
-        last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+        after: Annotated[int | None, Query(ge=-1, le=MAX_SEQ)] = None,
+        last_event_id: Annotated[
+            str | None, Header(max_length=19, pattern=LAST_EVENT_ID_PATTERN)
+        ] = None,
     ) -> Response:
         """Replay a run's events after `Last-Event-ID` (or `?after=`), then follow it live.
 

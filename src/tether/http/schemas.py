@@ -4,11 +4,12 @@ Requests forbid unknown fields, so a misspelt option (``sessionId``) is a 422, n
 default. Ids are bounded strings; their existence and ownership are checked by the routes.
 """
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, field_validator
 
 from tether.events import (
     PendingCall,
@@ -26,12 +27,36 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 ClientRequestId = Annotated[str, Field(min_length=1, max_length=128)]
 MAX_DECISIONS: Final = 100
 """More calls than one model response makes; bounds the request."""
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 ClientStopReason = Literal["user", "superseded", "timeout"]
 """The reasons a client may give; the others (shutdown, disconnect, budgets …) are tether's."""
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are not JSON: refused here (422 naming the field), never stored.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _encodable(cls, value: object) -> object:
+        # Deliberate: a lone surrogate (a "\ud800" escape in the JSON) has no UTF-8 form, so no
+        # answer could ever carry it back: refused, naming the field. NUL is stored as given.
+        if _has_lone_surrogate(value):
+            raise ValueError("text must not contain lone surrogates (unpaired \\ud800-\\udfff)")
+        return value
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    match value:
+        case str():
+            return not value.isascii() and _SURROGATE.search(value) is not None
+        case dict():
+            items = cast("dict[object, object]", value).items()
+            return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in items)
+        case list() | tuple():
+            return any(_has_lone_surrogate(v) for v in cast("Sequence[object]", value))
+        case _:
+            return False
 
 
 class StartRunIn(_Request):
@@ -50,7 +75,7 @@ class ToolDecisionIn(_Request):
     """A person's answer to one call awaiting approval."""
 
     call_id: Id
-    approved: bool
+    approved: StrictBool
     args: dict[str, JsonValue] | None = None
     """Edited arguments to run the tool with instead of the model's (approvals only)."""
     message: str | None = None
@@ -73,7 +98,7 @@ class CancelRunIn(_Request):
     reason: ClientStopReason = "user"
     mode: StopMode = "now"
     action: StopAction = "keep"
-    wait: bool = False
+    wait: StrictBool = False
     """Answer once the run is terminal (bounded; the answer says if it is not yet)."""
 
 

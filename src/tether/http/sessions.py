@@ -3,6 +3,7 @@
 A session (or run) of another user is reported as not found, exactly like a missing one.
 """
 
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Final
@@ -10,7 +11,7 @@ from typing import Annotated, Final
 import anyio
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from tether.errors import NotFound
 from tether.events import ACTIVE_STATUSES
@@ -30,6 +31,8 @@ from tether.http.schemas import (
 from tether.http.state import HttpState
 from tether.ids import RunId, SessionId, UserId
 from tether.records import CancelRequest, SessionRecord
+
+_ISO_8601: Final = re.compile(r"\d{4}-\d{2}-\d{2}[T ]")
 
 DELETE_WAIT_S: Final = 10.0
 """How long deleting a session waits for its stopped run to end before hiding the session."""
@@ -61,7 +64,7 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         agent: AgentName,
         user: Annotated[UserId, user_dep],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        before: Annotated[AwareDatetime | None, Query()] = None,
+        before: Annotated[AwareDatetime | None, Query(), BeforeValidator(_iso_8601)] = None,
     ) -> SessionPageOut:
         """The caller's sessions with `agent`, most recently active first."""
         return await _list_sessions(state, agent, user=user, limit=limit, before=before)
@@ -181,9 +184,8 @@ async def _target(
     """The run a session stop is for: the request id's run if given, else the active one."""
     store = state.engine.store
     if request_id is not None:
-        known = state.runs_by_request.get(request_id)
-        if known is not None and known[0] == user:
-            return known[1]
+        if (known := state.runs_by_request.get((user, request_id))) is not None:
+            return known
         if session is not None:
             for run in reversed(await store.session_runs(session.session_id)):
                 if run.client_request_id == request_id:
@@ -202,3 +204,10 @@ def _session_out(session: SessionRecord) -> SessionOut:
         created_at=session.created_at,
         updated_at=session.updated_at,
     )
+
+
+def _iso_8601(value: object) -> object:
+    # Deliberate: pydantic also reads a bare number as Unix time ("0.5"); the API says ISO 8601.
+    if isinstance(value, str) and not _ISO_8601.match(value):
+        raise ValueError("before must be an ISO 8601 timestamp with a time zone")
+    return value

@@ -28,6 +28,7 @@ stopped (reason ``shutdown``) and streams get ``SHUTDOWN_GRACE_S`` to deliver th
 event. What a disconnect means for the run is the caller's ``on_gone``, never this module's.
 """
 
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Final, Literal, cast
@@ -52,7 +53,10 @@ GONE_TIMEOUT_S: Final = 5.0
 STORE_PAGE: Final = 500
 BUS_WAIT_S: Final = 10.0
 STORE_POLL_S: Final = 0.25
-_MAX_SEQ_DIGITS: Final = 18
+MAX_SEQ: Final = 2**62
+"""The largest seq the API admits (``?after=``, ``Last-Event-ID``); storage holds 64 bits."""
+LAST_EVENT_ID_PATTERN: Final = r"^[0-9]{1,19}$"
+"""What ``Last-Event-ID`` may be: a seq in decimal (at most ``MAX_SEQ``, checked on use)."""
 
 
 def frame(seq: int, kind: str, data: str) -> bytes:
@@ -69,7 +73,7 @@ def resume_after(last_event_id: str | None, after: int | None) -> int:
     if last_event_id is None:
         return -1 if after is None else after
     value = last_event_id.strip()
-    if not value.isascii() or not value.isdigit() or len(value) > _MAX_SEQ_DIGITS:
+    if not re.fullmatch(LAST_EVENT_ID_PATTERN, value) or int(value) > MAX_SEQ:
         raise HTTPException(400, "Last-Event-ID must be the id of an event of this run")
     return int(value)
 
@@ -203,15 +207,19 @@ async def _check_end(
 
 
 async def is_seen_to_end(store: Store, run_id: RunId, after: int) -> bool:
-    """Whether the event with seq ``after`` is the run's stored terminal event.
+    """Whether the run's stored terminal event has seq ``after``, or one before it.
 
     Then the client got that event: recovery gives its terminal event a seq past any a viewer
-    may have seen (``RECOVERY_SEQ_GAP``).
+    may have seen (``RECOVERY_SEQ_GAP``). A client past the end has nothing more to get either:
+    no terminal event is invented for it.
     """
     if after < 0:
         return False
-    seen = await store.events_after(run_id, after - 1, limit=1)
-    return bool(seen) and seen[0].seq == after and seen[0].kind == "run_finished"
+    last = await store.last_seq(run_id)
+    if last < 0 or last > after:
+        return False
+    seen = await store.events_after(run_id, last - 1, limit=1)
+    return bool(seen) and seen[0].kind == "run_finished"
 
 
 async def is_paused_at(store: Store, run_id: RunId, seq: int) -> bool:

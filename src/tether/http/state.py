@@ -32,9 +32,9 @@ class HttpState:
         self.tether = tether
         self.settings = settings
         self.metrics = HttpMetrics(active_runs=self._active_runs)
-        self.runs_by_request: dict[str, tuple[UserId, RunId]] = {}
-        """Live runs started here, by ``client_request_id`` (for stops sent before the run id
-        reached the client)."""
+        self.runs_by_request: dict[tuple[UserId, str], RunId] = {}
+        """Live runs started here, by user and ``client_request_id`` (for stops sent before the
+        run id reached the client). Per user: another user's same id is another key."""
         self._tg: TaskGroup | None = None
 
     @asynccontextmanager
@@ -143,8 +143,8 @@ class HttpState:
         if not is_resumed:
             self.metrics.runs_started.labels(handle.agent).inc()
         if client_request_id is not None:
-            self.runs_by_request[client_request_id] = (user, handle.run_id)
-        self._tg.start_soon(self._watch_run, handle, client_request_id)
+            self.runs_by_request[(user, client_request_id)] = handle.run_id
+        self._tg.start_soon(self._watch_run, handle, client_request_id, user)
 
     def time_stop(self, run_id: RunId, *, reason: str, requested_at: float) -> None:
         """Time the stop of a run this process drives, from ``requested_at`` (perf_counter)."""
@@ -160,16 +160,17 @@ class HttpState:
         if self._tg is not None:
             await self.tether.engine.shutdown()
 
-    async def _watch_run(self, handle: RunHandle, client_request_id: str | None) -> None:
+    async def _watch_run(
+        self, handle: RunHandle, client_request_id: str | None, user: UserId
+    ) -> None:
         try:
             settled = await handle.settled()
             if not isinstance(settled, RunPaused):  # a paused run ends later, maybe elsewhere
                 self.metrics.runs_finished.labels(settled.status, settled.reason or "none").inc()
         finally:
-            if client_request_id is not None:
-                known = self.runs_by_request.get(client_request_id)
-                if known is not None and known[1] == handle.run_id:
-                    del self.runs_by_request[client_request_id]
+            key = (user, client_request_id or "")
+            if client_request_id is not None and self.runs_by_request.get(key) == handle.run_id:
+                del self.runs_by_request[key]
 
     async def _watch_stop(self, run: Run, reason: str, requested_at: float) -> None:
         await run.wait()

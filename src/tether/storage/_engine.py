@@ -20,11 +20,11 @@ from typing import Any, Final, TypeVar
 import anyio
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
-from tether.errors import StorageError, UsageError
+from tether.errors import StorageError, StorageRejected, UsageError
 
 DEFAULT_RETRY_BUDGET_S: Final = 10.0
 _FIRST_BACKOFF_S: Final = 0.05
@@ -120,9 +120,22 @@ def is_transient(exc: Exception) -> bool:
     )
 
 
+def is_rejected_data(exc: Exception) -> bool:
+    """The database (or its driver) refused a value itself: it would refuse it again."""
+    if isinstance(exc, DataError | UnicodeError):
+        return True
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True  # a bind parameter could not be converted (SQLAlchemy wraps that)
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")  # class 22: data exception
+
+
 def describe(exc: Exception) -> str:
     """The driver's message, without the SQL and parameters SQLAlchemy adds to its own."""
-    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    # Deliberate: never str() the SQLAlchemy wrapper, whose text repeats the parameters (a
+    # parameter may be what failed to convert, and then fails again in its repr).
+    orig = exc.orig if isinstance(exc, StatementError) else None
+    cause = orig if isinstance(orig, BaseException) else exc
     return f"{type(cause).__name__}: {cause}"
 
 
@@ -138,6 +151,7 @@ async def run_unit(
     Raises:
         StorageError: a transient failure outlasted the retry budget, or struck the commit
             of a unit that must not be replayed, or the database failed for good.
+        StorageRejected: the database refused a value of the unit (never retried).
         IntegrityError: the unit broke a constraint (never retried; the caller interprets it).
     """
     deadline = anyio.current_time() + retry_budget_s
@@ -152,7 +166,11 @@ async def run_unit(
                 return result
         except IntegrityError:
             raise
-        except (DBAPIError, OSError) as exc:
+        except (StatementError, UnicodeError, OSError) as exc:
+            if is_rejected_data(exc):
+                raise StorageRejected(f"the database refused a value: {describe(exc)}") from exc
+            if not isinstance(exc, DBAPIError | OSError):
+                raise
             if not is_transient(exc):
                 raise StorageError(f"database error: {describe(exc)}") from exc
             if is_committing and not is_idempotent:

@@ -142,6 +142,7 @@ class MemoryStore:
             usage=finish.usage,
             finished_at=finish.finished_at,
             lease_expires_at=None,
+            cancel=finish.cancel or run.cancel,
         )
         self._runs[run_id] = run
         return run
@@ -329,6 +330,9 @@ class MemoryStore:
             for run in await self.session_runs(session_id)
             if run.parent_run_id is None and run.status in TERMINAL_STATUSES
         ]
+
+    async def ping(self) -> None:
+        return
 
     async def close(self) -> None:
         return None

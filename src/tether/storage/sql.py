@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
-from tether.errors import Conflict, NotFound, UsageError
+from tether.errors import Conflict, NotFound, StorageError, StorageRejected, UsageError
 from tether.events import LEASED_STATUSES
 from tether.ids import RunId, SessionId, UserId
 from tether.records import (
@@ -57,6 +57,8 @@ from tether.storage.tables import Base, RunEventRow, RunRow, SessionRow
 __all__ = ["DEFAULT_RETRY_BUDGET_S", "WRITE_OPTION", "SqlStore", "open_engine"]
 
 _CREATE_RUN_ATTEMPTS: Final = 3
+FAILING_RETRY_BUDGET_S: Final = 0.5
+"""How long a unit retries while the database is known to be failing (see ``is_failing``)."""
 _T = TypeVar("_T")
 _Row = TypeVar("_Row", bound=Base)
 
@@ -82,6 +84,7 @@ class SqlStore:
         # writers polling with busy_timeout ran out of retries (503s on start, lease renewals
         # lost). Other processes on the same file still meet busy_timeout.
         self._writers = None if self._is_postgres else anyio.Lock()
+        self._failing_since: float | None = None
 
     @classmethod
     def open(
@@ -222,6 +225,7 @@ class SqlStore:
             finished_at=finish.finished_at,
             lease_expires_at=None,
             **RunRow.usage_values(finish.usage),
+            **(RunRow.cancel_values(finish.cancel) if finish.cancel is not None else {}),
         )
 
     async def request_cancel(self, run_id: RunId, request: CancelRequest) -> RunRecord:
@@ -377,28 +381,59 @@ class SqlStore:
 
         return await self._unit(work, is_write=is_write)
 
+    async def ping(self) -> None:
+        """One ``SELECT 1``, tried once (no retries): is the database reachable now?
+
+        Raises:
+            StorageError: it is not.
+        """
+
+        async def work(db: AsyncSession) -> None:
+            await db.execute(select(1))
+
+        await self._unit(work, retry_budget_s=0.0)
+
+    @property
+    def is_failing(self) -> bool:
+        """The last unit of work failed for want of a database (not for its data)."""
+        return self._failing_since is not None
+
     async def _unit(
         self,
         work: Callable[[AsyncSession], Awaitable[_T]],
         *,
         is_write: bool = False,
         is_idempotent: bool = True,
+        retry_budget_s: float | None = None,
     ) -> _T:
         """Run ``work`` in one session and transaction, retrying transient failures.
+
+        While the database is failing, retries stop after ``FAILING_RETRY_BUDGET_S``: callers
+        learn of an outage at once, not after the full budget each.
 
         Raises:
             StorageError: a transient failure outlasted the retry budget, or struck the commit
                 of a unit that must not be replayed, or the database failed for good.
         """
-        if not is_write:
-            return await run_unit(
-                self._read, work, retry_budget_s=self._retry_budget_s, is_idempotent=is_idempotent
-            )
-        if self._writers is None:
-            return await run_unit(
-                self._write, work, retry_budget_s=self._retry_budget_s, is_idempotent=is_idempotent
-            )
-        async with self._writers:
-            return await run_unit(
-                self._write, work, retry_budget_s=self._retry_budget_s, is_idempotent=is_idempotent
-            )
+        budget_s = self._retry_budget_s if retry_budget_s is None else retry_budget_s
+        if self._failing_since is not None:
+            budget_s = min(budget_s, FAILING_RETRY_BUDGET_S)
+        sessions = self._write if is_write else self._read
+        try:
+            if is_write and self._writers is not None:
+                async with self._writers:
+                    result = await run_unit(
+                        sessions, work, retry_budget_s=budget_s, is_idempotent=is_idempotent
+                    )
+            else:
+                result = await run_unit(
+                    sessions, work, retry_budget_s=budget_s, is_idempotent=is_idempotent
+                )
+        except StorageRejected:
+            raise
+        except StorageError:
+            if self._failing_since is None:
+                self._failing_since = anyio.current_time()
+            raise
+        self._failing_since = None
+        return result

@@ -62,6 +62,9 @@ class Finish:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     finished_at: datetime
+    cancel: CancelRequest | None = None
+    """The stop the run ended with, if any: recorded as its cancel request, replacing one that
+    arrived first but lost (so the stored cancel fields agree with the ending)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +242,14 @@ class Store(Protocol):
 
     async def history(self, session_id: SessionId) -> list[HistoryTurn]:
         """Finished top-level runs of the session, oldest first, with their messages."""
+        ...
+
+    async def ping(self) -> None:
+        """Check the database answers now, without retrying (readiness probes).
+
+        Raises:
+            StorageError: it does not.
+        """
         ...
 
     async def close(self) -> None: ...

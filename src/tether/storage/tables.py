@@ -13,6 +13,7 @@ from typing import Any, Final, get_args
 
 from pydantic import JsonValue
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Double,
     ForeignKey,
@@ -20,7 +21,6 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
-    Text,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -45,7 +45,7 @@ from tether.records import (
     ToolCallRecord,
 )
 from tether.storage.store import StoredEvent
-from tether.storage.types import JSON, UTCDateTime
+from tether.storage.types import SafeJSON, SafeString, SafeText, UTCDateTime
 
 NAMING_CONVENTION: Final[dict[str, str]] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -73,11 +73,11 @@ class SessionRow(Base):
     __tablename__ = "sessions"
     __table_args__ = (Index(None, "user_id", "agent", "updated_at"),)
 
-    session_id: Mapped[str] = mapped_column("id", String, primary_key=True)
-    user_id: Mapped[str] = mapped_column(String)
-    agent: Mapped[str] = mapped_column(String)
-    title: Mapped[str | None] = mapped_column(Text)
-    summary: Mapped[str | None] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column("id", SafeString, primary_key=True)
+    user_id: Mapped[str] = mapped_column(SafeString)
+    agent: Mapped[str] = mapped_column(SafeString)
+    title: Mapped[str | None] = mapped_column(SafeText)
+    summary: Mapped[str | None] = mapped_column(SafeText)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     is_active: Mapped[bool]
@@ -128,31 +128,31 @@ class RunRow(Base):
         CheckConstraint(_one_of("cancel_action", get_args(StopAction)), name="cancel_action"),
     )
 
-    run_id: Mapped[str] = mapped_column("id", String, primary_key=True)
+    run_id: Mapped[str] = mapped_column("id", SafeString, primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
     parent_run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
-    agent: Mapped[str] = mapped_column(String)
-    user_id: Mapped[str] = mapped_column(String)
+    agent: Mapped[str] = mapped_column(SafeString)
+    user_id: Mapped[str] = mapped_column(SafeString)
     status: Mapped[RunStatus] = mapped_column(String)
     reason: Mapped[StopReason | None] = mapped_column(String)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(SafeText)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    input_tokens: Mapped[int]
-    output_tokens: Mapped[int]
-    requests: Mapped[int]
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    requests: Mapped[int] = mapped_column(BigInteger)
     cost_usd: Mapped[float] = mapped_column(Double)
-    owner: Mapped[str | None] = mapped_column(String)
+    owner: Mapped[str | None] = mapped_column(SafeString)
     lease_expires_at: Mapped[datetime | None]
     # A cancel request is recorded iff cancel_requested_at is set; the other cancel_* columns
     # are written with it, in one UPDATE.
     cancel_requested_at: Mapped[datetime | None]
-    cancel_requested_by: Mapped[str | None] = mapped_column(String)
+    cancel_requested_by: Mapped[str | None] = mapped_column(SafeString)
     cancel_reason: Mapped[StopReason | None] = mapped_column(String)
     cancel_mode: Mapped[StopMode | None] = mapped_column(String)
     cancel_action: Mapped[StopAction | None] = mapped_column(String)
-    client_request_id: Mapped[str | None] = mapped_column(String)
-    resume_state: Mapped[JsonValue] = mapped_column(JSON, nullable=True)
+    client_request_id: Mapped[str | None] = mapped_column(SafeString)
+    resume_state: Mapped[JsonValue] = mapped_column(SafeJSON, nullable=True)
 
     def to_record(self) -> RunRecord:
         cancel = None
@@ -241,11 +241,11 @@ class MessageRow(Base):
         CheckConstraint(_one_of("status", get_args(MessageStatus)), name="status"),
     )
 
-    message_id: Mapped[str] = mapped_column("id", String, primary_key=True)
+    message_id: Mapped[str] = mapped_column("id", SafeString, primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
     role: Mapped[Role] = mapped_column(String)
-    content: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(SafeText)
     status: Mapped[MessageStatus] = mapped_column(String)
     created_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
@@ -287,15 +287,15 @@ class ToolCallRow(Base):
         CheckConstraint(_one_of("status", get_args(ToolStatus)), name="status"),
     )
 
-    call_id: Mapped[str] = mapped_column(String)
+    call_id: Mapped[str] = mapped_column(SafeString)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"))
-    tool: Mapped[str] = mapped_column(String)
-    args: Mapped[dict[str, JsonValue]] = mapped_column(JSON)
+    tool: Mapped[str] = mapped_column(SafeString)
+    args: Mapped[dict[str, JsonValue]] = mapped_column(SafeJSON)
     status: Mapped[ToolStatus] = mapped_column(String)
     # Deliberate: a None result is stored as JSON 'null', not SQL NULL; both read back None.
-    result: Mapped[JsonValue] = mapped_column(JSON, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[JsonValue] = mapped_column(SafeJSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(SafeText)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
 
@@ -347,9 +347,9 @@ class RunEventRow(Base):
     )
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
-    seq: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String)
-    payload: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(SafeText)
     """The event's JSON exactly as clients received it."""
     at: Mapped[datetime]
     """When it was stored (not when it happened: the recorder flushes in batches)."""
