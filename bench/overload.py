@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,11 @@ class Step:
         refused = sum(s.status_code == 503 for s in self.seen)
         other = len(self.seen) - len(ok) - refused
         completed = sum(s.ending == ("completed", None) for s in ok)
+        endings = Counter(
+            "/".join(map(str, s.ending)) if s.ending else "none"
+            for s in ok
+            if s.ending != ("completed", None)
+        )
         ttft = sorted(s.first_token_at - s.started_at for s in ok if s.first_token_at)
         p50 = statistics.median(ttft) if ttft else float("nan")
         p99 = ttft[min(len(ttft) - 1, round(0.99 * (len(ttft) - 1)))] if ttft else float("nan")
@@ -70,6 +76,7 @@ class Step:
             f"{self.phase:<8} {self.n:>5} {len(ok):>7} {refused:>5} {other:>5} {completed:>9}"
             f" {p50:>8.2f} {p99:>8.2f} {self.running_after_load:>7} {self.running_after_sigterm:>7}"
             f"  {self.tally.summary()}"
+            + (f"; other endings seen: {dict(endings)}" if endings else "")
         )
 
 

@@ -80,7 +80,7 @@ async def start_run(
     async with client.stream("POST", f"/agents/{AGENT}/runs", json=body) as response:
         seen.status_code = response.status_code
         if response.status_code != 200:
-            await response.aread()
+            seen.refusal = (await response.aread()).decode(errors="replace")[:300]
             yield None
             return
         seen.run_id = response.headers["X-Run-Id"]

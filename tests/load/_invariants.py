@@ -41,6 +41,8 @@ class Seen:
     status_code: int = 0
     """The start's answer: 200, or 503 when the worker refused the run (not a violation)."""
     frames: list[Frame] = field(default_factory=list[Frame])
+    refusal: str = ""
+    """The body of a start that was not answered 200."""
     broken: str | None = None
     """Why the stream broke before its end (the worker died, the client left), if it did."""
     started_at: float = 0.0
@@ -78,6 +80,8 @@ class Tally:
 
     counts: Counter[str] = field(default_factory=Counter[str])
     examples: dict[str, Violation] = field(default_factory=dict[str, Violation])
+    refused: Counter[int] = field(default_factory=Counter[int])
+    """Starts answered other than 200, by status code: a 503 (overload) is no violation."""
 
     def add(self, violations: list[Violation], *, prefix: str = "") -> None:
         for violation in violations:
@@ -90,8 +94,11 @@ class Tally:
         return sum(self.counts.values())
 
     def summary(self) -> str:
-        """``kind=count`` by kind, or ``none``."""
-        return ", ".join(f"{k}={n}" for k, n in sorted(self.counts.items())) or "none"
+        """``kind=count`` by kind, or ``none``; then the refused starts, if any."""
+        found = ", ".join(f"{k}={n}" for k, n in sorted(self.counts.items())) or "none"
+        if self.refused:
+            found += f" (refused starts: {dict(self.refused)})"
+        return found
 
     def report(self) -> str:
         """The summary, then one example of each kind: for an assertion message."""
@@ -195,7 +202,9 @@ def _is_text_ok(streamed: str, stored: str, rule: TextRule) -> bool:
             return streamed.startswith(stored)
 
 
-async def check_reads(client: httpx.AsyncClient, seen: Seen) -> list[Violation]:
+async def check_reads(
+    client: httpx.AsyncClient, seen: Seen, *, text_rule: TextRule = "equal"
+) -> list[Violation]:
     """What ``GET /runs/{id}`` and ``GET /sessions/{id}`` answer against what the client saw."""
     found: list[Violation] = []
 
@@ -213,7 +222,7 @@ async def check_reads(client: httpx.AsyncClient, seen: Seen) -> list[Violation]:
     if "running" in calls:
         violated("read_tool_running", f"tool calls {calls}")
     stored_text = "".join(m["content"] for m in messages if m["role"] == "assistant")
-    if stored_text != seen.text:
+    if not _is_text_ok(seen.text, stored_text, text_rule):
         violated("read_text", _text_detail(seen.text, stored_text))
     return found
 

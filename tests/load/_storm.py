@@ -123,7 +123,11 @@ async def _one_run(where: Storm, planned: Planned, tally: Tally) -> None:
     stopper = where.clients[-1] if planned.is_crossed else where.driver
     message = f"{_SCRIPTS[planned.point]} #{planned.index}"
     async with start_run(where.driver, message, seen) as stream:
-        assert stream is not None, f"the start was refused: {seen.status_code}"
+        if stream is None:
+            tally.refused[seen.status_code] += 1
+            if seen.status_code != 503:  # overload may refuse a start; nothing else may
+                tally.add([Violation("start_failed", "", f"{seen.status_code}: {seen.refusal}")])
+            return
         left = await _stop_at(stream, planned, stopper, tally)
     if left:  # the client left with the stop: it reconnects to learn the ending
         async with follow(where.driver, seen, after=seen.last_seq) as resumed:

@@ -118,7 +118,7 @@ async def check_all(
 ) -> None:
     for record in seen:
         if record.ending is not None:
-            tally.add(await check_reads(reader, record))
+            tally.add(await check_reads(reader, record, text_rule=text_rule))
         stored = await read_stored(engine, record.run_id)
         tally.add(check_stored(record, stored, text_rule=text_rule))
 
