@@ -75,6 +75,9 @@ async def disconnects(where: Storm, count: int) -> Tally:
         for record in seen:
             if record.status_code != 200:
                 tally.refused[record.status_code] += 1
+                if record.status_code != 503:  # overload may refuse a start; nothing else may
+                    detail = f"{record.status_code}: {record.refusal}"
+                    tally.add([Violation("start_failed", "", detail)])
                 continue
             async with follow(where.reader, record, after=record.last_seq) as resumed:
                 if resumed is None:
