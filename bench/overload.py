@@ -125,6 +125,10 @@ async def step(phase: str, n: int, options: argparse.Namespace) -> Step:
                     await worker.terminate()
         running_after_sigterm = await count_running(engine)
         tally = Tally()
+        # Rows still running once every client has its run_finished, or once the worker exited.
+        tally.counts["running_at_end"] += max(0, running_after_load)
+        tally.counts["running_after_sigterm"] += running_after_sigterm
+        tally.counts = +tally.counts  # drop the zero counts
         for record in seen:
             if record.status_code == 200:
                 tally.add(check_stored(record, await read_stored(engine, record.run_id)))
