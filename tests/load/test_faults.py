@@ -51,6 +51,8 @@ LOCK_S: Final = 7.0
 KILLED_RUNS: Final = 5
 TOKENS_BEFORE: Final = 3
 LEASE_S: Final = 2.0
+KILL_FLUSH_INTERVAL_S: Final = 1.0
+"""A killed worker dies with up to this much streamed text unstored."""
 SETTLE_TIMEOUT_S: Final = 60.0
 """Runs end well within this once the fault is over (the storage give-up is 30 s by default)."""
 
@@ -237,7 +239,13 @@ async def test_reconnect_after_kill_9_always_ends_with_run_finished(
 ) -> None:
     live_redis = await redis_url(request.config) if with_redis else None
     async with database(request) as (url, engine):
-        settings = WorkerSettings(database_url=url, redis_url=live_redis, app=APP, lease_s=LEASE_S)
+        settings = WorkerSettings(
+            database_url=url,
+            redis_url=live_redis,
+            app=APP,
+            lease_s=LEASE_S,
+            flush_interval_s=KILL_FLUSH_INTERVAL_S,
+        )
         async with (
             serving(["A", "B"], settings, log_dir=tmp_path) as workers,
             clients(workers) as (a, b),

@@ -25,13 +25,22 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.slow]
 RUNS: Final = 5
 TOKENS_BEFORE_KILL: Final = 10
 LEASE_S: Final = 2.0
+FLUSH_INTERVAL_S: Final = 1.0
+"""The worker stores streamed text at most this late: it dies with up to a second unstored, so
+the client has seen seqs the database never got."""
 
 
 async def test_reconnect_after_kill_9_and_restart_on_sqlite_ends_with_run_finished(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'tether.db'}"
-    settings = WorkerSettings(database_url=url, redis_url=None, app=APP, lease_s=LEASE_S)
+    settings = WorkerSettings(
+        database_url=url,
+        redis_url=None,
+        app=APP,
+        lease_s=LEASE_S,
+        flush_interval_s=FLUSH_INTERVAL_S,
+    )
     seen = [Seen() for _ in range(RUNS)]
     async with serving(["A"], settings, log_dir=tmp_path) as (a,), AsyncExitStack() as stack:
         client = await stack.enter_async_context(http_client(a.base_url))
