@@ -257,10 +257,12 @@ async def test_reconnect_after_kill_9_always_ends_with_run_finished(
                     for stream in streams:
                         tg.start_soon(stream.read_to_end)  # until the connection breaks
             seen = [stream.seen for stream in streams]
+            # The clients come back once B has recovered the runs (a reconnect before that
+            # follows the run on B until it ends).
+            await wait_ended(engine, [s.run_id for s in seen])
             tally = Tally()
             for record in seen:
                 tally.add(await reconnect(b, record))
-            await wait_ended(engine, [s.run_id for s in seen])
             await check_all(engine, b, seen, tally, text_rule="streamed_goes_on")
 
     assert tally.total == 0, tally.report()
