@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +92,10 @@ class Worker:
         """``kill -9``: no shutdown, no final writes."""
         os.kill(self.process.pid, signal.SIGKILL)
 
+    async def terminate(self) -> None:
+        """SIGTERM, as an operator's ``kill``; wait for the exit (SIGKILL after a bound)."""
+        await _stop(self.process)
+
     def client(self, *, timeout: httpx.Timeout | float = 10) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
 
@@ -103,6 +107,11 @@ class WorkerSettings:
     lease_s: float = 10.0
     heartbeat_s: float = 1.0
     flush_interval_s: float = 0.1
+    app: str = APP
+    cpus: str | None = None
+    """Pin the worker to these CPUs (``taskset -c``), e.g. ``"0"``."""
+    env: Mapping[str, str] = field(default_factory=dict[str, str])
+    """More ``TETHER_*`` variables (e.g. ``TETHER_MAX_RUNS``)."""
 
 
 @asynccontextmanager
@@ -140,8 +149,10 @@ async def _spawn(name: str, settings: WorkerSettings) -> Process:
         "TETHER_FLUSH_INTERVAL_S": str(settings.flush_interval_s),
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
+        **settings.env,
     }
-    command = [str(TETHER), "serve", "--app", APP, "--port", "0"]
+    command = [] if settings.cpus is None else ["taskset", "-c", settings.cpus]
+    command += [str(TETHER), "serve", "--app", settings.app, "--port", "0"]
     command += ["--database-url", settings.database_url]
     if settings.redis_url is not None:
         command += ["--redis-url", settings.redis_url]
