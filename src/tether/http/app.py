@@ -24,6 +24,7 @@ from tether.app import Tether
 from tether.http import problems
 from tether.http.auth import Authenticator, parse_api_keys
 from tether.http.metrics import CONTENT_TYPE
+from tether.http.openai_chat import openai_router
 from tether.http.problems import problem_responses
 from tether.http.runs import runs_router
 from tether.http.schemas import ConfigOut, HealthOut
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(runs_router(state, authenticate))
     app.include_router(sessions_router(state, authenticate))
     app.include_router(_service_router(state, authenticate))
+    app.include_router(openai_router(state, authenticate))
     mount_ui(app, Path(tether.__file__).parent / "web")
     return app
 
