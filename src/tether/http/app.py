@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 import tether
 from tether.app import Tether
 from tether.http import problems
+from tether.http.ai_sdk_chat import ai_sdk_router
 from tether.http.auth import Authenticator, parse_api_keys
 from tether.http.metrics import CONTENT_TYPE
 from tether.http.openai_chat import openai_router
@@ -74,6 +75,7 @@ def create_app(
     app.include_router(sessions_router(state, authenticate))
     app.include_router(_service_router(state, authenticate))
     app.include_router(openai_router(state, authenticate))
+    app.include_router(ai_sdk_router(state, authenticate))
     mount_ui(app, Path(tether.__file__).parent / "web")
     return app
 
