@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 import tether
 from tether.app import Tether
 from tether.http import problems
+from tether.http.agui import agui_router
 from tether.http.ai_sdk_chat import ai_sdk_router
 from tether.http.auth import Authenticator, parse_api_keys
 from tether.http.metrics import CONTENT_TYPE
@@ -76,6 +77,7 @@ def create_app(
     app.include_router(_service_router(state, authenticate))
     app.include_router(openai_router(state, authenticate))
     app.include_router(ai_sdk_router(state, authenticate))
+    app.include_router(agui_router(state, authenticate))
     mount_ui(app, Path(tether.__file__).parent / "web")
     return app
 
