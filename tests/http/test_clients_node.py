@@ -35,14 +35,14 @@ async def _park(
     await anyio.sleep_forever()
 
 
-async def test_the_ai_sdk_client_turn_abort_stop_and_resume() -> None:
+async def test_the_ai_sdk_and_ag_ui_clients_against_tether() -> None:
     tether_app = Tether(store=MemoryStore(), settings=Settings(database_url="memory"))
     tether_app.agent("hello")(lambda ctx: Agent(FunctionModel(stream_function=_hello)))
     tether_app.agent("park")(lambda ctx: Agent(FunctionModel(stream_function=_park)))
     async with serving(create_app(tether_app)) as url:
         with anyio.fail_after(60):
             done = await anyio.run_process(
-                ["node", "--test", "ai_sdk.test.mjs"],
+                ["node", "--test", "ai_sdk.test.mjs", "agui.test.mjs"],
                 cwd=CLIENTS,
                 env={**os.environ, "TETHER_URL": url},
                 check=False,
