@@ -1,11 +1,12 @@
 """Talk to a tether agent with the ``openai`` SDK, and stop the run mid-answer.
 
-Run ``make run`` in one terminal, then: ``.venv/bin/python examples/openai_chat.py``.
+Run ``make run`` in one terminal, then: ``.venv/bin/python examples/openai_chat.py [agent]``.
 Closing the stream after a few chunks cancels the run (reason ``disconnect``); tether keeps the
 partial answer, labelled, in the session's history.
 """
 
 import os
+import sys
 
 import httpx
 from openai import OpenAI
@@ -15,7 +16,7 @@ BASE = os.environ.get("TETHER_URL", "http://127.0.0.1:8000")
 
 def main() -> None:
     client = OpenAI(base_url=f"{BASE}/v1", api_key=os.environ.get("TETHER_API_KEY", "local"))
-    model = client.models.list().data[0].id
+    model = sys.argv[1] if len(sys.argv) > 1 else client.models.list().data[0].id
     stream = client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "Tell me a long story about a lighthouse."}],
