@@ -90,7 +90,10 @@ def ai_sdk_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
             state, handle, frames, user=user, cancel_on_gone=not body.resumable, headers=HEADERS
         )
 
-    @router.get("/{chat_id}/stream", responses={204: {"description": "Nothing streams."}})
+    @router.get(
+        "/{chat_id}/stream",
+        responses={204: {"description": "Nothing streams."}, **problem_responses(404)},
+    )
     async def resume_stream(
         agent: AgentName, chat_id: ChatId, user: Annotated[UserId, user_dep]
     ) -> Response:
