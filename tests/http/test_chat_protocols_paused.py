@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.approvals import Outbox
+from tests.http.conftest import ALICE, BOB
 from tests.scripted import scripted, text, tool_call
 from tether import Tether
 
@@ -97,3 +98,32 @@ async def test_ag_ui_interrupts_then_resume_approves_and_finishes(
     assert events[-1]["type"] == "RUN_FINISHED"
     assert events[-1]["outcome"] == {"type": "success"}
     assert outbox.sent == [CALL]
+
+
+async def test_another_users_chat_or_thread_answers_404(
+    keyed_client: httpx.AsyncClient, tether_app: Tether
+) -> None:
+    model = scripted([text("hi alice")])
+    tether_app.agent("a")(lambda ctx: model.agent())
+    user = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    body = {"id": "alice-chat", "messages": [user], "trigger": "submit-message"}
+    alice = await keyed_client.post("/agents/a/chat", json=body, headers=ALICE)
+    assert alice.status_code == 200
+    assert (await keyed_client.post("/agents/a/chat", json=body, headers=BOB)).status_code == 404
+    stop = await keyed_client.post("/agents/a/chat/alice-chat/stop", headers=BOB)
+    assert stop.status_code == 404
+    thread = {
+        "threadId": "alice-chat",
+        "runId": "r",
+        "messages": [{"id": "u", "role": "user", "content": "hi"}],
+        "state": None,
+        "tools": [],
+        "context": [],
+        "forwardedProps": None,
+    }
+    assert (await keyed_client.post("/agents/a/agui", json=thread, headers=BOB)).status_code == 404
+    openai_body = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {**BOB, "x-tether-session-id": "alice-chat"}
+    response = await keyed_client.post("/v1/chat/completions", json=openai_body, headers=headers)
+    assert response.status_code == 404
+    assert (await keyed_client.get("/v1/models")).status_code == 401
