@@ -22,9 +22,12 @@ from fastapi.staticfiles import StaticFiles
 import tether
 from tether.app import Tether
 from tether.http import problems
+from tether.http.agui import agui_router
+from tether.http.ai_sdk_chat import ai_sdk_router
 from tether.http.auth import Authenticator, parse_api_keys
 from tether.http.health import health_router
 from tether.http.metrics import CONTENT_TYPE
+from tether.http.openai_chat import openai_router
 from tether.http.problems import TextSafeJSONResponse, problem_responses
 from tether.http.runs import runs_router
 from tether.http.schemas import ConfigOut, HealthOut
@@ -75,6 +78,9 @@ def create_app(
     app.include_router(sessions_router(state, authenticate))
     app.include_router(_service_router(state, authenticate))
     app.include_router(health_router(state))
+    app.include_router(openai_router(state, authenticate))
+    app.include_router(ai_sdk_router(state, authenticate))
+    app.include_router(agui_router(state, authenticate))
     mount_ui(app, Path(tether.__file__).parent / "web")
     return app
 
