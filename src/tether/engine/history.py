@@ -7,6 +7,8 @@ Rules (every stop path must leave a history that any provider accepts):
   is appended to the last response's text, or added as its own response when the last
   response ended in tool calls (the results must directly follow their calls).
 - A turn stopped with ``action="rollback"`` is left out entirely, user message included.
+- A turn that failed before the model produced anything is left out too: feeding its user
+  message back would only make the next turn longer (and, on a full context, fail again).
 """
 
 import json
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pydantic import JsonValue
 
 from tether.events import StopReason
+from tether.ids import RunId
 from tether.records import (
     AssistantItem,
     HistoryItem,
@@ -52,14 +55,38 @@ def why(reason: StopReason | None) -> str:
     return _WHY[reason] if reason is not None else "it did not complete"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnItems:
+    """One past turn as history items, with the run it came from."""
+
+    run_id: RunId
+    items: list[HistoryItem]
+
+
 def build_history(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[HistoryItem]:
-    items: list[HistoryItem] = []
-    for turn in turns:
-        cancel = turn.run.cancel
-        if turn.run.status == "cancelled" and cancel is not None and cancel.action == "rollback":
-            continue
-        items.extend(_turn_items(turn, rules))
-    return items
+    return flatten(build_turns(turns, rules))
+
+
+def build_turns(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[TurnItems]:
+    """Each turn that belongs in history, as its own items (whole turns can then be dropped)."""
+    return [
+        TurnItems(run_id=turn.run.run_id, items=_turn_items(turn, rules))
+        for turn in turns
+        if _is_kept(turn)
+    ]
+
+
+def flatten(turns: Sequence[TurnItems]) -> list[HistoryItem]:
+    return [item for turn in turns for item in turn.items]
+
+
+def _is_kept(turn: HistoryTurn) -> bool:
+    run = turn.run
+    if run.status == "cancelled" and run.cancel is not None and run.cancel.action == "rollback":
+        return False
+    if run.status == "failed":
+        return any(m.role == "assistant" and (m.content or m.tool_calls) for m in turn.messages)
+    return True
 
 
 def _turn_items(turn: HistoryTurn, rules: HistoryRules) -> list[HistoryItem]:

@@ -220,6 +220,8 @@ class RunBriefOut(BaseModel):
     status: RunStatus
     reason: StopReason | None
     parent_run_id: str | None
+    error: str | None = None
+    """Why a failed run failed (shown on its message after a reload)."""
 
     @classmethod
     def of(cls, record: RunRecord) -> "RunBriefOut":
@@ -228,6 +230,7 @@ class RunBriefOut(BaseModel):
             status=record.status,
             reason=record.reason,
             parent_run_id=record.parent_run_id,
+            error=record.error,
         )
 
 

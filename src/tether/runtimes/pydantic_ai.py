@@ -49,6 +49,7 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
+from pydantic_ai.models import Model
 from pydantic_core import to_jsonable_python
 
 from tether.errors import UsageError
@@ -71,6 +72,10 @@ class PydanticAIRuntime:
 
     def accepts(self, agent: object) -> bool:
         return isinstance(agent, Agent)
+
+    def context_window(self, agent: object) -> int | None:
+        model = cast(Agent[Any, Any], agent).model if isinstance(agent, Agent) else None
+        return model.profile.get("context_window") if isinstance(model, Model) else None
 
     async def drive(
         self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal
