@@ -3,6 +3,7 @@
 The factories run per run, so the model is only touched (and loaded) when a run starts.
 """
 
+from pathlib import Path
 from typing import Final
 
 from pydantic_ai import Agent
@@ -27,8 +28,17 @@ ASSISTANT_MAX_TOKENS: Final = 384
 STORYTELLER_MAX_TOKENS: Final = 1536
 
 
+def model_label(local_model: Path | None) -> str:
+    """How the UI names the embedded model: the tiny demo one is labelled as such."""
+    if local_model is None:
+        return "a tiny 135M-parameter demo model (SmolLM2, offline): expect odd answers"
+    return f"the local model {local_model.name} (offline)"
+
+
 def register_embedded(app: Tether) -> None:
-    @app.agent("assistant", description="Chat with the embedded SmolLM2 model (offline)")
+    label = model_label(app.settings.local_model)
+
+    @app.agent("assistant", description=f"Chat with {label}")
     def assistant(ctx: AgentContext) -> Agent[None, str]:
         return Agent(
             LocalModel(
@@ -39,7 +49,7 @@ def register_embedded(app: Tether) -> None:
             name="assistant",
         )
 
-    @app.agent("storyteller", description="Long stories from the embedded model: try Stop")
+    @app.agent("storyteller", description=f"Long stories from {label}; try Stop")
     def storyteller(ctx: AgentContext) -> Agent[None, str]:
         return Agent(
             LocalModel(

@@ -47,6 +47,7 @@ from tether.runtimes._llama import (
     LocalLlama,
     Role,
     chat_turns,
+    close_default_local_llama,
     default_local_llama,
     find_smollm2_gguf,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "LocalModel",
     "LocalStreamedResponse",
     "chat_turns",
+    "close_default_local_llama",
     "default_local_llama",
     "find_smollm2_gguf",
     "to_chat_messages",
