@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic_ai.messages import ModelRequest, ToolCallPart, UserPromptPart
 
 from tests.history_validator import validate_history
-from tests.scripted import ScriptedModel, fail, scripted, text, tool_call
+from tests.scripted import Gate, ScriptedModel, fail, scripted, text, tool_call
 from tether import Settings, Tether
 from tether.engine.fit import fit_turns, history_budget, turn_tokens, with_summary
 from tether.engine.history import HistoryRules, build_turns, flatten
@@ -251,3 +251,18 @@ async def test_a_failed_turn_with_a_tool_call_is_kept_valid(app: Tether) -> None
     assert any(
         isinstance(p, ToolCallPart) for m in model.received[-1] for p in getattr(m, "parts", [])
     )
+
+
+async def test_a_run_stopped_mid_answer_keeps_the_usage_it_streamed(app: Tether) -> None:
+    """Issue #18: a stopped run recorded 0 / 0 tokens although it streamed 97."""
+    gate = Gate()
+    model = scripted([text("A long answer "), text("that goes on and on"), gate])
+    app.agent("a")(lambda ctx: model.agent())
+    run = await app.start("a", "question")
+    with anyio.fail_after(5):
+        await gate.reached.wait()
+    await run.cancel()
+    outcome = await run.outcome()
+    assert outcome.status == "cancelled"
+    assert outcome.usage.output_tokens > 0
+    assert outcome.usage.input_tokens > 0

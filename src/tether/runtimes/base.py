@@ -104,3 +104,16 @@ class KnowsContextWindow(Protocol):
     def context_window(self, agent: object) -> int | None:
         """The agent's model's context window in tokens, or None if unknown."""
         ...
+
+
+@runtime_checkable
+class ProbesUsage(Protocol):
+    """A sink that can read the runtime's live usage when the run ends mid-response."""
+
+    def probe_usage(self, probe: Callable[[], Usage]) -> None:
+        """Read ``probe`` if the run ends before the runtime reports usage again.
+
+        ``probe`` returns cumulative usage, as passed to ``usage``; it is read e.g. on an
+        immediate stop mid-stream.
+        """
+        ...

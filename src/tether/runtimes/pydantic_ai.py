@@ -17,6 +17,7 @@ decisions as ``DeferredToolResults``; the deferred calls still waiting have no r
 Calls deferred for external execution (``CallDeferred``) are not supported: the run fails.
 """
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -55,7 +56,7 @@ from pydantic_core import to_jsonable_python
 from tether.errors import UsageError
 from tether.events import DEFAULT_DENIAL, PendingCall, ToolDecision, Usage
 from tether.records import AssistantItem, HistoryItem, UserItem
-from tether.runtimes.base import Paused, RunSink, StopSignal, Turn
+from tether.runtimes.base import Paused, ProbesUsage, RunSink, StopSignal, Turn
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class PydanticAIRuntime:
                             token.cancel()
                         sink.response_started()
                         async with node.stream(run.ctx) as stream:
+                            if isinstance(sink, ProbesUsage):
+                                sink.probe_usage(functools.partial(_live_usage, stream))
                             async for event in stream:
                                 _on_model_event(event, sink)
                         sink.usage(_usage(run.usage))
@@ -169,6 +172,10 @@ def _args(part: ToolCallPart) -> Mapping[str, JsonValue]:
         return part.args_as_dict()
     except ValueError:
         return {"_raw": part.args_as_json_str()}
+
+
+def _live_usage(stream: Any) -> Usage:
+    return _usage(stream.usage)
 
 
 def _usage(usage: Any) -> Usage:
