@@ -2,7 +2,7 @@
 
 Guarantees: what the model gets is whole turns, the newest kept and the oldest dropped first, so
 a tool call always travels with its result and an interrupted turn with its marker; the kept
-turns are exactly the ones ``build_history`` would give, so any provider accepts them. A turn is
+turns are exactly what ``build_turns`` made of them, so any provider accepts them. A turn is
 never cut in half: if even the newest turn does not fit, it is dropped too and the model sees
 only the new message (and the summary, if any).
 

@@ -63,10 +63,6 @@ class TurnItems:
     items: list[HistoryItem]
 
 
-def build_history(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[HistoryItem]:
-    return flatten(build_turns(turns, rules))
-
-
 def build_turns(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[TurnItems]:
     """Each turn that belongs in history, as its own items (whole turns can then be dropped)."""
     return [
