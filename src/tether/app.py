@@ -37,6 +37,7 @@ from tether.engine.policies import Pricing, RunLimits
 from tether.engine.recorder import Recorder
 from tether.engine.registry import AgentSpec
 from tether.engine.run import Run, RunOutcome
+from tether.engine.session_history import Summariser
 from tether.errors import Conflict, UsageError
 from tether.events import RunEvent, RunPaused, StopAction, StopMode, StopReason, ToolDecision
 from tether.ids import RunId, SessionId, UserId
@@ -126,12 +127,18 @@ class Tether:
         context: type[pydantic.BaseModel] | None = None,
         limits: RunLimits | None = None,
         pricing: Pricing | None = None,
+        context_tokens: int | None = None,
+        summariser: Summariser | None = None,
         unavailable: str | None = None,
     ) -> Callable[[Factory], Factory]:
         """Register an agent factory, called with an ``AgentContext`` for every run.
 
-        ``unavailable`` lists the agent but refuses its runs with that reason (say how to fix it),
-        for an agent whose optional dependency is not installed.
+        ``context_tokens`` is the context window the session's history is fitted to (by
+        default the model's own when tether knows it, as for the embedded model); the oldest
+        whole turns are dropped to fit. A ``summariser`` then folds them into the session's
+        running summary, which the model sees in their place. ``unavailable`` lists the agent
+        but refuses its runs with that reason (say how to fix it), for an agent whose optional
+        dependency is not installed.
 
         Raises:
             UsageError: the name is taken.
@@ -147,6 +154,8 @@ class Tether:
                 context_model=context,
                 limits=limits or RunLimits(),
                 pricing=pricing or Pricing(),
+                context_tokens=context_tokens,
+                summariser=summariser,
                 unavailable=unavailable,
             )
             return factory

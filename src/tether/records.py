@@ -30,6 +30,9 @@ class SessionRecord:
     agent: str
     title: str | None = None
     summary: str | None = None
+    """A running summary standing in for the turns dropped from the model's history."""
+    summary_through: RunId | None = None
+    """The newest run ``summary`` covers: history starts after it."""
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     is_active: bool = True

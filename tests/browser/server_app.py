@@ -10,7 +10,7 @@ import anyio
 from fastapi import FastAPI
 from pydantic_ai import Agent
 
-from tests.scripted import Delay, Step, scripted, text, tool_call
+from tests.scripted import Delay, Step, fail, scripted, text, tool_call
 from tether import AgentContext, Tether
 from tether.demo.approvals import register_records_clerk
 from tether.http import create_app
@@ -55,9 +55,14 @@ def tools_agent(ctx: AgentContext) -> Agent[None, str]:
     return model.agent(tools=[slow_lookup])
 
 
+def broken_agent(ctx: AgentContext) -> Agent[None, str]:
+    return scripted([fail("the model is unreachable")]).agent()
+
+
 def make_app() -> FastAPI:
     tether_app = Tether()
     tether_app.agent("chat", description="Streams many words")(chat_agent)
     tether_app.agent("tools", description="Calls a slow tool")(tools_agent)
+    tether_app.agent("broken", description="Its model always fails")(broken_agent)
     register_records_clerk(tether_app)
     return create_app(tether_app)

@@ -194,6 +194,14 @@ async def test_rename_session_changes_only_the_title(store: Store) -> None:
     )
 
 
+async def test_set_summary_keeps_the_summary_and_what_it_covers(store: Store) -> None:
+    await store.create_session(session_record())
+    await store.set_summary(SessionId("s1"), "They talked about tides.", through=RunId("r7"))
+    assert await store.get_session(SessionId("s1")) == dataclasses.replace(
+        session_record(), summary="They talked about tides.", summary_through=RunId("r7")
+    )
+
+
 async def test_delete_session_hides_it_from_reads(store: Store) -> None:
     await store.create_session(session_record())
     await store.delete_session(SessionId("s1"))

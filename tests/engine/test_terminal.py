@@ -107,6 +107,9 @@ async def test_unknown_agent_and_bad_context_fail_before_any_run() -> None:
             await app.start("nope", "hi")
         with pytest.raises(UsageError, match="invalid context"):
             await app.start("a", "hi", context={"team": 3})
+        # Issue #18: the message names the field, not just "1 error(s)".
+        with pytest.raises(UsageError, match="invalid context for agent 'a': team: Field required"):
+            await app.start("a", "hi")
         assert await app.store.list_sessions(UserId("local"), None, limit=10) == []
 
 

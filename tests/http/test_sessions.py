@@ -101,6 +101,7 @@ async def test_session_detail_has_messages_tool_calls_and_runs(
             "status": "completed",
             "reason": None,
             "parent_run_id": None,
+            "error": None,
         }
     ]
 

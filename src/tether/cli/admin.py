@@ -40,9 +40,12 @@ Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="How many rows 
 User = Annotated[str, typer.Option("--user", help="Whose sessions and runs to show.")]
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+runs_app = typer.Typer(help="Show recent runs, or stop one (runs cancel RUN_ID).")
 
 
+@runs_app.callback(invoke_without_command=True)
 def runs(
+    ctx: typer.Context,
     session: Annotated[
         str | None, typer.Option("--session", help="Only this session's runs.", show_default=False)
     ] = None,
@@ -51,6 +54,8 @@ def runs(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Show recent runs: id, agent, status, reason, start and duration."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = build_settings(database_url=database_url)
     records = anyio.run(
         functools.partial(
@@ -58,9 +63,9 @@ def runs(
         )
     )
     table = _table("Runs", "run", [r.run_id for r in records])
-    table.add_column("agent", overflow="fold")
+    table.add_column("agent", no_wrap=True, overflow="ellipsis")
     table.add_column("status", no_wrap=True)
-    table.add_column("reason", overflow="fold")
+    table.add_column("reason", no_wrap=True, overflow="ellipsis")
     table.add_column("started", no_wrap=True)
     table.add_column("duration", no_wrap=True, justify="right")
     for run in records:
@@ -73,6 +78,26 @@ def runs(
             _duration(run),
         )
     _print_table(table, empty="No runs yet.")
+
+
+@runs_app.command("cancel")
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run to stop.")],
+    url: Annotated[
+        str, typer.Option("--url", help="The running tether serve that holds it.")
+    ] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="The server's API key.", show_default=False)
+    ] = None,
+) -> None:
+    """Stop a run on a running server (as the web UI's Stop button does)."""
+    from tether.cli.remote import cancel_run
+
+    state = cancel_run(url, run_id, api_key=api_key)
+    status, reason = state.get("status"), state.get("reason")
+    console.print(
+        f"run {escape(run_id)}: {_status(str(status))}" + (f" ({reason})" if reason else "")
+    )
 
 
 def sessions(
@@ -89,8 +114,8 @@ def sessions(
         functools.partial(_sessions, settings, agent=agent, user_id=UserId(user), limit=limit)
     )
     table = _table("Sessions", "session", [r.session_id for r in records])
-    table.add_column("agent", overflow="fold")
-    table.add_column("title")
+    table.add_column("agent", no_wrap=True, overflow="ellipsis")
+    table.add_column("title", no_wrap=True, overflow="ellipsis", ratio=1)
     table.add_column("created", no_wrap=True)
     table.add_column("last active", no_wrap=True)
     for record in records:
@@ -216,10 +241,8 @@ def _print_table(table: Table, *, empty: str) -> None:
 
 
 def _local(moment: datetime) -> str:
-    local = moment.astimezone()
-    if local.date() == datetime.now(local.tzinfo).date():
-        return local.strftime("%H:%M:%S")
-    return local.strftime("%Y-%m-%d %H:%M")
+    # Always with the date: "14:02" alone was ambiguous as soon as a list spanned two days.
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _duration(run: RunRecord) -> str:

@@ -18,12 +18,14 @@ for a stopped answer. ``--session`` on a session whose last run is paused asks f
 """
 
 import functools
+import json
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
-from typing import Annotated, Final, assert_never
+from typing import Annotated, Final, assert_never, cast
 
 import typer
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from pydantic import JsonValue
 from rich.markup import escape
 from rich.text import Text
 
@@ -85,17 +87,42 @@ def chat(
             show_default=False,
         ),
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Chat through a running `tether serve` (e.g. http://127.0.0.1:8000).",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="With --url: the server's API key.", show_default=False),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help='The agent\'s context as a JSON object, e.g. \'{"team": "infra"}\'.',
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Chat with an agent in the terminal.
 
     Ctrl+C stops an answer, or a run that waits for your approval; at the prompt it exits.
     """
+    given = parse_context(context)
+    if url is not None:
+        _chat_remotely(url, agent, session_id=session, context=given, api_key=api_key)
+        return
     app = load_app(app_spec, database_url=database_url)
     if agent not in app.agents:
         known = ", ".join(sorted(app.agents)) or "none"
         raise UsageError(f"unknown agent {agent!r} (this app has: {known})", agent=agent)
     silence_banners()
-    terminal = ChatTerminal(app, agent, session_id=session)
+    app.agents[agent].validate_context(given)  # a bad --context fails before the first prompt
+    terminal = ChatTerminal(app, agent, session_id=session, context=given)
     with start_blocking_portal(backend="asyncio") as portal, portal.wrap_async_context_manager(app):
         waiting = None
         if session is not None:
@@ -108,10 +135,18 @@ def chat(
 class ChatTerminal:
     """One chat: the prompt loop on the main thread, each answer streamed on the portal's loop."""
 
-    def __init__(self, app: Tether, agent: str, *, session_id: str | None) -> None:
+    def __init__(
+        self,
+        app: Tether,
+        agent: str,
+        *,
+        session_id: str | None,
+        context: dict[str, JsonValue] | None = None,
+    ) -> None:
         self.app = app
         self.agent = agent
         self.session_id = session_id
+        self.context = context
         self._run_id: str | None = None
         self._is_stop_requested = False
         self._is_at_line_start = True
@@ -215,7 +250,9 @@ class ChatTerminal:
             self.app.cancel_threadsafe(run_id, reason="user")
 
     async def _start(self, message: str) -> RunHandle:
-        run = await self.app.start(self.agent, message, session_id=self.session_id)
+        run = await self.app.start(
+            self.agent, message, session_id=self.session_id, context=self.context
+        )
         self.session_id = run.session_id
         # A new answer opens with the agent's name; a resumed run continues the same answer.
         console.print(f"[bold magenta]{escape(self.agent)}>[/] ", end="")
@@ -274,6 +311,41 @@ class ChatTerminal:
                 f"tether chat {self.agent} --session {self.session_id}",
                 soft_wrap=True,
             )
+
+
+def parse_context(text: str | None) -> dict[str, JsonValue] | None:
+    """``--context`` as a JSON object.
+
+    Raises:
+        UsageError: it is not JSON, or not an object.
+    """
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--context is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"--context must be a JSON object, got {text!r}")
+    return cast(dict[str, JsonValue], value)
+
+
+def _chat_remotely(
+    url: str,
+    agent: str,
+    *,
+    session_id: str | None,
+    context: dict[str, JsonValue] | None,
+    api_key: str | None,
+) -> None:
+    from tether.cli.remote import RemoteChat
+
+    remote = RemoteChat(url, agent, session_id=session_id, context=context, api_key=api_key)
+    try:
+        remote.check()
+        remote.converse(PROMPT)
+    finally:
+        remote.close()
 
 
 def _report_end(status: RunStatus, reason: StopReason | None, error: str | None) -> None:

@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from tether.cli._output import EXIT_INTERRUPTED, err_console, exit_code, print_error
-from tether.cli.admin import db_app, runs, sessions
+from tether.cli.admin import db_app, runs_app, sessions
 from tether.cli.chat import chat
 from tether.cli.serve import serve
 from tether.errors import AgentRunError
@@ -65,7 +65,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve)
 app.command("chat")(chat)
-app.command("runs")(runs)
+app.add_typer(runs_app, name="runs")
 app.command("sessions")(sessions)
 app.add_typer(db_app, name="db")
 

@@ -12,8 +12,11 @@ collector's reach, so collections stay short with many streams.
 """
 
 import contextlib
+import errno
 import functools
 import gc
+import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -92,6 +95,9 @@ def serve(
         console.print(f"[yellow]{escape(name)} is unavailable:[/] {escape(why)}", soft_wrap=True)
     if app_spec is None and not unavailable:
         _preload_embedded_model()
+    # Bound before "serving on" is printed: a taken port is one clear line and exit code 2.
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
     url = f"http://{_url_host(host)}:{port}"
     console.print(
         f"[bold]tether[/] serving [cyan]{escape(', '.join(sorted(app.agents)))}[/] "
@@ -101,11 +107,34 @@ def serve(
     database = shown_url(app.settings.resolved_database_url())
     console.print(f"[dim]database: {escape(database)}[/]", soft_wrap=True)
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises the SIGINT it caught.
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(functools.partial(_serve, api, host=host, port=port))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(functools.partial(_serve, api, host=host, port=port, sock=sock))
+    finally:
+        _close_embedded_model()
 
 
-async def _serve(api: "FastAPI", *, host: str, port: int) -> None:
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = (
+            " (is another tether running? pick one with --port)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise UsageError(
+            f"can't listen on {host}:{port}: {exc.strerror}{hint}", host=host, port=port
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(api: "FastAPI", *, host: str, port: int, sock: socket.socket) -> None:
     config = uvicorn.Config(
         api, host=host, port=port, lifespan="on", log_level="info", http="httptools"
     )
@@ -113,7 +142,7 @@ async def _serve(api: "FastAPI", *, host: str, port: int) -> None:
     # process; frozen, the collector stops scanning it on every full collection.
     gc.collect()
     gc.freeze()
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 async def _check_database(settings: "Settings") -> None:
@@ -141,6 +170,15 @@ def _preload_embedded_model() -> None:
         )
         return
     console.print(f"[green]✓[/] Embedded model loaded in {time.monotonic() - started:.1f} s")
+
+
+def _close_embedded_model() -> None:
+    # Deliberate: freed here, while the interpreter is whole; left to `Llama.__del__` at exit
+    # it printed a traceback on every Ctrl+C.
+    if "tether.runtimes.local" in sys.modules:
+        from tether.runtimes.local import close_default_local_llama
+
+        close_default_local_llama()
 
 
 def _url_host(host: str) -> str:

@@ -3,6 +3,7 @@
 The factories run per run, so the model is only touched (and loaded) when a run starts.
 """
 
+from pathlib import Path
 from typing import Final
 
 from pydantic_ai import Agent
@@ -27,15 +28,19 @@ ASSISTANT_MAX_TOKENS: Final = 384
 STORYTELLER_MAX_TOKENS: Final = 1536
 
 
-def register_embedded(app: Tether) -> None:
-    # Without the `local` extra they are still listed, with the command that installs the model.
-    missing = embedded_model_missing()
+def model_label(local_model: Path | None) -> str:
+    """How the UI names the embedded model: the tiny demo one is labelled as such."""
+    if local_model is None:
+        return "a tiny 135M-parameter demo model (SmolLM2, offline): expect odd answers"
+    return f"the local model {local_model.name} (offline)"
 
-    @app.agent(
-        "assistant",
-        description="Chat with the embedded SmolLM2 model (offline)",
-        unavailable=missing,
-    )
+
+def register_embedded(app: Tether) -> None:
+    label = model_label(app.settings.local_model)
+    # Without the `local` extra they are still listed, with the command that installs the model.
+    missing = embedded_model_missing() if app.settings.local_model is None else None
+
+    @app.agent("assistant", description=f"Chat with {label}", unavailable=missing)
     def assistant(ctx: AgentContext) -> Agent[None, str]:
         return Agent(
             LocalModel(
@@ -47,9 +52,7 @@ def register_embedded(app: Tether) -> None:
         )
 
     @app.agent(
-        "storyteller",
-        description="Long stories from the embedded model: try Stop",
-        unavailable=missing,
+        "storyteller", description=f"Long stories from {label}; try Stop", unavailable=missing
     )
     def storyteller(ctx: AgentContext) -> Agent[None, str]:
         return Agent(

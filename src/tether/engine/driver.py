@@ -26,16 +26,16 @@ from tether.engine import approvals
 from tether.engine.cancel import CancelToken
 from tether.engine.config import FINAL_WRITE_TIMEOUT_S, EngineConfig
 from tether.engine.context import AgentContext
-from tether.engine.history import build_history
 from tether.engine.policies import BudgetMeter, RunLimits
 from tether.engine.recorder import Recorder
 from tether.engine.registry import AgentSpec
 from tether.engine.run import Resumption, Run
+from tether.engine.session_history import TurnInput, session_history
 from tether.errors import StorageError, UsageError
 from tether.events import StopReason, TerminalStatus
 from tether.ids import RunId, new_id
 from tether.records import CancelRequest, RunRecord, utcnow
-from tether.runtimes.base import Continuation, Paused, Runtime, Turn
+from tether.runtimes.base import Continuation, KnowsContextWindow, Paused, Runtime, Turn
 from tether.storage.store import Ending, Finish, Store
 
 log = logging.getLogger(__name__)
@@ -193,11 +193,21 @@ class Driver:
     ) -> Paused | None:
         if run.token.is_now:
             return None
-        history = []
-        if run.parent_run_id is None:
-            history = build_history(await self._store.history(run.session_id), self._config.history)
         agent = spec.factory(ctx)
         runtime = self._runtime_for(agent, spec)
+        given = TurnInput(history=[], prompt=prompt)
+        if run.parent_run_id is None:
+            window = spec.context_tokens
+            if window is None and isinstance(runtime, KnowsContextWindow):
+                window = runtime.context_window(agent)
+            given = await session_history(
+                self._store,
+                run.session_id,
+                prompt=prompt,
+                rules=self._config.history,
+                window_tokens=window,
+                summariser=spec.summariser,
+            )
         loop = asyncio.get_running_loop()
         if runtime.handles_stop:
             # The runtime stops itself (and cleanly); cancelling its scope is only the backstop.
@@ -210,8 +220,8 @@ class Driver:
         turn = Turn(
             run_id=run.run_id,
             session_id=run.session_id,
-            prompt=prompt,
-            history=history,
+            prompt=given.prompt if resume is None else prompt,
+            history=given.history,
             resume=resume,
         )
         return await runtime.drive(agent, turn, run, run.token)

@@ -11,6 +11,7 @@ Pause path: a run that pauses is stored ``paused`` and let go (``engine/driver.p
 drives it again from the store's records.
 """
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from datetime import timedelta
@@ -30,6 +31,7 @@ from tether.engine.recorder import Recorder
 from tether.engine.registry import AgentSpec
 from tether.engine.run import Resumption, Run, RunOutcome
 from tether.engine.stopping import CancelResult, Stopper
+from tether.engine.titles import title_from
 from tether.errors import Conflict, NotFound, UsageError
 from tether.events import TERMINAL_STATUSES, StopAction, StopMode, StopReason, ToolDecision
 from tether.ids import MessageId, RunId, SessionId, UserId, new_id
@@ -104,6 +106,9 @@ class Engine:
         session_id, new_session = await self._session_for(
             spec, user_id, session_id, is_child=parent is not None
         )
+        if new_session is not None and new_session.title is None:
+            # Titled from its first message at once, so no session lists as "Untitled".
+            new_session = dataclasses.replace(new_session, title=title_from(message))
         run_id = RunId(new_id("run"))
         now = utcnow()
         record = RunRecord(

@@ -8,6 +8,8 @@ Rules (every stop path must leave a history that any provider accepts):
   response ended in tool calls (the results must directly follow their calls).
 - A turn stopped with ``action="rollback"`` is left out entirely, user message included,
   however its end was recorded (unless it completed before the stop landed).
+- A turn that failed before the model produced anything is left out too: feeding its user
+  message back would only make the next turn longer (and, on a full context, fail again).
 """
 
 import json
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pydantic import JsonValue
 
 from tether.events import StopReason
+from tether.ids import RunId
 from tether.records import (
     AssistantItem,
     HistoryItem,
@@ -53,16 +56,36 @@ def why(reason: StopReason | None) -> str:
     return _WHY[reason] if reason is not None else "it did not complete"
 
 
-def build_history(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[HistoryItem]:
-    items: list[HistoryItem] = []
-    for turn in turns:
-        cancel = turn.run.cancel
-        # Not only `cancelled`: a rolled-back run whose end was recorded otherwise (its worker
-        # was lost, its store failed) stays rolled back (issue #13).
-        if turn.run.status != "completed" and cancel is not None and cancel.action == "rollback":
-            continue
-        items.extend(_turn_items(turn, rules))
-    return items
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnItems:
+    """One past turn as history items, with the run it came from."""
+
+    run_id: RunId
+    items: list[HistoryItem]
+
+
+def build_turns(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[TurnItems]:
+    """Each turn that belongs in history, as its own items (whole turns can then be dropped)."""
+    return [
+        TurnItems(run_id=turn.run.run_id, items=_turn_items(turn, rules))
+        for turn in turns
+        if _is_kept(turn)
+    ]
+
+
+def flatten(turns: Sequence[TurnItems]) -> list[HistoryItem]:
+    return [item for turn in turns for item in turn.items]
+
+
+def _is_kept(turn: HistoryTurn) -> bool:
+    run = turn.run
+    # Not only `cancelled`: a rolled-back run whose end was recorded otherwise (its worker was
+    # lost, its store failed) stays rolled back (issue #13).
+    if run.status != "completed" and run.cancel is not None and run.cancel.action == "rollback":
+        return False
+    if run.status == "failed":
+        return any(m.role == "assistant" and (m.content or m.tool_calls) for m in turn.messages)
+    return True
 
 
 def _turn_items(turn: HistoryTurn, rules: HistoryRules) -> list[HistoryItem]:

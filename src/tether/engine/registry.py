@@ -7,6 +7,7 @@ from typing import Any
 import pydantic
 
 from tether.engine.policies import Pricing, RunLimits
+from tether.engine.session_history import Summariser
 from tether.errors import UsageError
 
 
@@ -19,6 +20,10 @@ class AgentSpec:
     context_model: type[pydantic.BaseModel] | None = None
     limits: RunLimits = field(default_factory=RunLimits)
     pricing: Pricing = field(default_factory=Pricing)
+    context_tokens: int | None = None
+    """The history budget's window in tokens; None: the model's own, if its runtime knows it."""
+    summariser: Summariser | None = None
+    """Folds the turns dropped to fit into the session's running summary."""
     unavailable: str | None = None
     """Why the agent can't run in this install (a missing optional dependency, and its fix);
     it is still listed, and a run of it is refused with this reason."""
@@ -36,8 +41,12 @@ class AgentSpec:
         try:
             return self.context_model.model_validate(context or {})
         except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'context'}: {e['msg']}"
+                for e in exc.errors()
+            )
             raise UsageError(
-                f"invalid context for agent {self.name!r}: {exc.error_count()} error(s)",
+                f"invalid context for agent {self.name!r}: {problems}",
                 agent=self.name,
                 errors=exc.errors(include_url=False, include_context=False, include_input=False),
             ) from exc

@@ -110,6 +110,7 @@ class Run:
         self._bus = event_bus
         self._wake_recorder = wake_recorder
         self._open_child = open_child
+        self._usage_probe: Callable[[], Usage] | None = None
         self.approval_timeout_s: float | None = None
         """How long the run waits for approval if it pauses (None: for ever)."""
         self.is_persisting = False
@@ -181,6 +182,9 @@ class Run:
             log.info("run %s: late result of tool call %s discarded", self.run_id, call_id)
             return
         self._close_call(call_id, "ok" if ok else "error", result, error)
+
+    def probe_usage(self, probe: Callable[[], Usage]) -> None:
+        self._usage_probe = probe
 
     def usage(self, usage: Usage) -> None:
         if self._closed is not None:
@@ -289,6 +293,12 @@ class Run:
         for call_id in sorted(self._open_calls):
             self._close_call(call_id, call_status, None, error or f"run {status}")
         self.buffer.finish("complete" if status == "completed" else _message_status(status))
+        if self._usage_probe is not None:
+            # A stop mid-response: what the model used so far is known only to the runtime.
+            try:
+                self.meter.report(self._usage_probe())
+            except Exception as exc:  # noqa: BLE001  # the ending must not depend on a probe
+                log.warning("run %s: usage probe failed: %r", self.run_id, exc)
         usage = self.meter.usage()
         self.buffer.usage(usage)
         terminal = RunFinished(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -65,6 +66,9 @@ def create_app(
         async with state.running():
             yield
 
+    # Without the built assets (a source tree that never ran the UI build), FastAPI's defaults.
+    docs_assets = Path(tether.__file__).parent / "web" / "docs-assets"
+    has_docs = docs_assets.is_dir()
     app = FastAPI(
         title="tether",
         version=_version(),
@@ -72,8 +76,12 @@ def create_app(
         lifespan=lifespan,
         responses=problem_responses(400, 401, 403, 422, 503),
         default_response_class=TextSafeJSONResponse,
+        docs_url=None if has_docs else "/docs",
+        redoc_url=None if has_docs else "/redoc",
     )
     problems.install(app)
+    if has_docs:
+        mount_docs(app, docs_assets)
     app.include_router(runs_router(state, authenticate))
     app.include_router(sessions_router(state, authenticate))
     app.include_router(_service_router(state, authenticate))
@@ -128,6 +136,35 @@ def mount_ui(app: FastAPI, web_dir: Path) -> None:
 
     if (web_dir / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=web_dir / "assets"), name="assets")
+
+
+def mount_docs(app: FastAPI, assets: Path) -> None:
+    """Swagger UI at ``/docs`` and ReDoc at ``/redoc``, from scripts shipped with tether.
+
+    FastAPI's defaults load them from a CDN: a blank page offline.
+    """
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    title = f"{app.title} API"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="data:,",
+            with_google_fonts=False,
+        )
 
 
 def _version() -> str:

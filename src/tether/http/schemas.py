@@ -248,6 +248,8 @@ class RunBriefOut(BaseModel):
     status: RunStatus
     reason: StopReason | None
     parent_run_id: str | None
+    error: str | None = None
+    """Why a failed run failed (shown on its message after a reload)."""
 
     @classmethod
     def of(cls, record: RunRecord) -> "RunBriefOut":
@@ -256,6 +258,7 @@ class RunBriefOut(BaseModel):
             status=record.status,
             reason=record.reason,
             parent_run_id=record.parent_run_id,
+            error=record.error,
         )
 
 

@@ -333,6 +333,9 @@ class _Engine:
     def stop_signal(self) -> StopSignal:
         return StopSignal(self._abort)
 
+    def close(self) -> None:
+        self._llama.close()
+
     @classmethod
     def load(cls, path: Path, *, n_ctx: int, n_threads: int) -> "_Engine":
         if not path.is_file():
@@ -614,6 +617,17 @@ class LocalLlama:
         return self._n_ctx
 
     @property
+    def model_path(self) -> Path | None:
+        """The GGUF file given, or None for the shipped demo model."""
+        return self._model_path
+
+    def close(self) -> None:
+        """Free the loaded model now, on purpose (not in ``Llama.__del__`` at exit)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    @property
     def is_loaded(self) -> bool:
         return self._engine is not None
 
@@ -713,5 +727,14 @@ def default_local_llama() -> LocalLlama:
     global _default
     with _default_lock:
         if _default is None:
-            _default = LocalLlama()
+            from tether.settings import Settings
+
+            _default = LocalLlama(Settings().local_model)
         return _default
+
+
+def close_default_local_llama() -> None:
+    """Free the process-wide embedded model, if it was ever created (at server shutdown)."""
+    with _default_lock:
+        if _default is not None:
+            _default.close()

@@ -10,7 +10,7 @@ raises on failure. A paused turn is continued later, maybe by another process, w
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
@@ -95,3 +95,25 @@ class Runtime(Protocol):
     async def drive(
         self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal
     ) -> Paused | None: ...
+
+
+@runtime_checkable
+class KnowsContextWindow(Protocol):
+    """A runtime that can tell an agent's context window (e.g. the embedded model's)."""
+
+    def context_window(self, agent: object) -> int | None:
+        """The agent's model's context window in tokens, or None if unknown."""
+        ...
+
+
+@runtime_checkable
+class ProbesUsage(Protocol):
+    """A sink that can read the runtime's live usage when the run ends mid-response."""
+
+    def probe_usage(self, probe: Callable[[], Usage]) -> None:
+        """Read ``probe`` if the run ends before the runtime reports usage again.
+
+        ``probe`` returns cumulative usage, as passed to ``usage``; it is read e.g. on an
+        immediate stop mid-stream.
+        """
+        ...

@@ -17,6 +17,7 @@ decisions as ``DeferredToolResults``; the deferred calls still waiting have no r
 Calls deferred for external execution (``CallDeferred``) are not supported: the run fails.
 """
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -49,12 +50,13 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
+from pydantic_ai.models import Model
 from pydantic_core import to_jsonable_python
 
 from tether.errors import UsageError
 from tether.events import DEFAULT_DENIAL, PendingCall, ToolDecision, Usage
 from tether.records import AssistantItem, HistoryItem, UserItem
-from tether.runtimes.base import Paused, RunSink, StopSignal, Turn
+from tether.runtimes.base import Paused, ProbesUsage, RunSink, StopSignal, Turn
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,10 @@ class PydanticAIRuntime:
 
     def accepts(self, agent: object) -> bool:
         return isinstance(agent, Agent)
+
+    def context_window(self, agent: object) -> int | None:
+        model = cast(Agent[Any, Any], agent).model if isinstance(agent, Agent) else None
+        return model.profile.get("context_window") if isinstance(model, Model) else None
 
     async def drive(
         self, agent: object, turn: Turn, sink: RunSink, signal: StopSignal
@@ -99,6 +105,8 @@ class PydanticAIRuntime:
                             token.cancel()
                         sink.response_started()
                         async with node.stream(run.ctx) as stream:
+                            if isinstance(sink, ProbesUsage):
+                                sink.probe_usage(functools.partial(_live_usage, stream))
                             async for event in stream:
                                 _on_model_event(event, sink)
                         sink.usage(_usage(run.usage))
@@ -164,6 +172,10 @@ def _args(part: ToolCallPart) -> Mapping[str, JsonValue]:
         return part.args_as_dict()
     except ValueError:
         return {"_raw": part.args_as_json_str()}
+
+
+def _live_usage(stream: Any) -> Usage:
+    return _usage(stream.usage)
 
 
 def _usage(usage: Any) -> Usage:

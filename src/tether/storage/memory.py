@@ -75,6 +75,12 @@ class MemoryStore:
         session = self._require_session(session_id)
         self._sessions[session_id] = dataclasses.replace(session, title=title)
 
+    async def set_summary(self, session_id: SessionId, summary: str, *, through: RunId) -> None:
+        session = self._require_session(session_id)
+        self._sessions[session_id] = dataclasses.replace(
+            session, summary=summary, summary_through=through
+        )
+
     async def delete_session(self, session_id: SessionId) -> None:
         session = self._require_session(session_id)
         self._sessions[session_id] = dataclasses.replace(session, is_active=False)

@@ -141,6 +141,9 @@ class SqlStore:
     async def rename_session(self, session_id: SessionId, title: str) -> None:
         await self._update_session(session_id, title=title)
 
+    async def set_summary(self, session_id: SessionId, summary: str, *, through: RunId) -> None:
+        await self._update_session(session_id, summary=summary, summary_through=through)
+
     async def delete_session(self, session_id: SessionId) -> None:
         await self._update_session(session_id, is_active=False)
 

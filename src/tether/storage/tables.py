@@ -78,6 +78,7 @@ class SessionRow(Base):
     agent: Mapped[str] = mapped_column(SafeString)
     title: Mapped[str | None] = mapped_column(SafeText)
     summary: Mapped[str | None] = mapped_column(SafeText)
+    summary_through: Mapped[str | None] = mapped_column(SafeString)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     is_active: Mapped[bool]
@@ -89,6 +90,7 @@ class SessionRow(Base):
             agent=self.agent,
             title=self.title,
             summary=self.summary,
+            summary_through=RunId(self.summary_through) if self.summary_through else None,
             created_at=self.created_at,
             updated_at=self.updated_at,
             is_active=self.is_active,
@@ -102,6 +104,7 @@ class SessionRow(Base):
             "agent": session.agent,
             "title": session.title,
             "summary": session.summary,
+            "summary_through": session.summary_through,
             "created_at": session.created_at,
             "updated_at": session.updated_at,
             "is_active": session.is_active,

@@ -182,6 +182,8 @@ export interface StoredRun {
   status: RunStatus
   reason: StopReason | null
   parent_run_id: string | null
+  /** Why a failed run failed. */
+  error?: string | null
 }
 
 export interface SessionDetail {

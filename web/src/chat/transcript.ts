@@ -372,6 +372,7 @@ function ensureView(
       view.run_status = run.status
       view.status = messageStatusOf(run.status)
       view.reason = run.status === 'completed' ? null : run.reason
+      view.error = run.error ?? null
     } else if (run) {
       // Stored as still running, yet not the active run: it was cut off (e.g. a crashed worker).
       view.status = 'interrupted'

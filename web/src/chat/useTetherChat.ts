@@ -223,7 +223,10 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
         const fresh = new Set(page.sessions.map((s) => s.session_id))
         sessions.value = [...page.sessions, ...sessions.value.filter((s) => !fresh.has(s.session_id))]
       } else {
-        sessions.value = page.sessions
+        // The open session stays listed even if this page was read just before it existed.
+        const open = sessions.value.find((s) => s.session_id === sessionId.value)
+        const listed = page.sessions.some((s) => s.session_id === sessionId.value)
+        sessions.value = open && !listed ? [open, ...page.sessions] : page.sessions
         nextBefore.value = page.next_before
       }
     } catch (err) {
@@ -405,6 +408,8 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
         const summary = { session_id: startedSession, agent: agent.value ?? '', title: null, created_at: now, updated_at: now }
         sessions.value = [summary, ...sessions.value]
       }
+      // The server has titled the new session from its first message: show it at once.
+      void loadSessions()
     }
     rememberRun({
       session_id: startedSession,
