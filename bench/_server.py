@@ -22,6 +22,7 @@ The client speaks HTTP/1.1 over raw sockets, so its own cost barely shows in the
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -30,7 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -123,6 +124,12 @@ def bench_agent(name: str) -> Agent[None, str]:
             raise ValueError(name)
 
 
+def run_server(server: uvicorn.Server, sockets: list[socket.socket]) -> Awaitable[None]:
+    from tether.cli.serve import run_server
+
+    return run_server(server, sockets)
+
+
 def tether_app(database_url: str) -> Any:
     from tether import Settings, Tether
     from tether.http import create_app
@@ -205,7 +212,7 @@ def agno_app(db_file: str) -> Any:
     return AgentOS(agents=agents, telemetry=False).get_app()
 
 
-async def _serve(app: Any, profile: str | None) -> None:
+async def _serve(app: Any, profile: str | None, *, is_tether: bool = True) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -215,6 +222,9 @@ async def _serve(app: Any, profile: str | None) -> None:
     )
     server = uvicorn.Server(config)
     print(f"port {sock.getsockname()[1]}", flush=True)
+    if profile is None and is_tether:
+        await run_server(server, [sock])  # as ``tether serve`` does, GC tuning included
+        return
     gc.collect()
     gc.freeze()
     if profile is None:
@@ -341,7 +351,7 @@ def main() -> None:
         app = bare_app()
     # uvicorn re-raises the SIGINT it shut down on.
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(_serve, app, args.profile)
+        anyio.run(functools.partial(_serve, is_tether=args.kind == "tether"), app, args.profile)
 
 
 if __name__ == "__main__":
