@@ -2,20 +2,27 @@
 
     .venv/bin/python bench/_server.py tether [--database-url URL] [--profile FILE]
     .venv/bin/python bench/_server.py bare
+    .venv/bin/python bench/_server.py agno [--database-url sqlite-file]
 
 ``tether``: tether's HTTP app (``create_app``) with the bench agents below. ``bare``: a plain
 Starlette app whose one endpoint, ``POST /bare/{agent}``, runs the same Pydantic AI agent and
 streams its text as SSE frames of the same shape (sse-starlette, id/event/data JSON), with no
-tether in between. Either prints ``port N`` once it listens on loopback.
+tether in between. ``agno``: Agno's AgentOS over its SQLite db, with Agno agents ``paced``,
+``burst`` and ``fast`` on a scripted Agno model of the same timing (``POST /agents/{agent}/runs``,
+a form).
+Each prints ``port N`` once it listens on loopback.
 
-Agents: ``fast`` streams ``FAST_TOKENS`` tokens as fast as it can; ``talk`` one token every
-20 ms for minutes; ``tool`` says a sentence, then calls a 2 s async tool.
+Agents: ``fast`` streams ``FAST_TOKENS`` tokens as fast as it can; ``paced`` streams
+``PACED_TOKENS`` tokens, one every ``PACED_INTERVAL_S`` on its own clock, as a provider does,
+and ``burst`` as many with no delay;
+``talk`` one token every 20 ms for minutes; ``tool`` says a sentence, then calls a 2 s async tool.
 
 The client speaks HTTP/1.1 over raw sockets, so its own cost barely shows in the figures.
 """
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -24,7 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -47,6 +54,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 FAST_TOKENS: Final = 2000
+PACED_TOKENS: Final = 200
+PACED_INTERVAL_S: Final = 0.050
 TALK_INTERVAL_S: Final = 0.020
 TOOL_S: Final = 2.0
 
@@ -54,6 +63,30 @@ TOOL_S: Final = 2.0
 async def _fast(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
     for i in range(FAST_TOKENS):
         yield f"t{i} "
+
+
+async def paced_tokens(count: int, interval_s: float) -> AsyncIterator[str]:
+    """``count`` tokens, one every ``interval_s`` on the model's own clock (0: no waiting).
+
+    On its own clock, as a provider streams: a token every interval, however long the consumer
+    took with the last one, so a slow server shows as late tokens, not as a slower model.
+    """
+    due = anyio.current_time()
+    for i in range(count):
+        if interval_s:
+            due += interval_s
+            await anyio.sleep(max(0.0, due - anyio.current_time()))
+        yield f"w{i} "
+
+
+async def _paced(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    async for token in paced_tokens(PACED_TOKENS, PACED_INTERVAL_S):
+        yield token
+
+
+async def _burst(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    async for token in paced_tokens(PACED_TOKENS, 0.0):
+        yield token
 
 
 async def _talk(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
@@ -79,6 +112,10 @@ def bench_agent(name: str) -> Agent[None, str]:
     match name:
         case "fast":
             return Agent(FunctionModel(stream_function=_fast))
+        case "paced":
+            return Agent(FunctionModel(stream_function=_paced))
+        case "burst":
+            return Agent(FunctionModel(stream_function=_burst))
         case "talk":
             return Agent(FunctionModel(stream_function=_talk))
         case "tool":
@@ -87,12 +124,18 @@ def bench_agent(name: str) -> Agent[None, str]:
             raise ValueError(name)
 
 
+def run_server(server: uvicorn.Server, sockets: list[socket.socket]) -> Awaitable[None]:
+    from tether.cli.serve import run_server
+
+    return run_server(server, sockets)
+
+
 def tether_app(database_url: str) -> Any:
     from tether import Settings, Tether
     from tether.http import create_app
 
     app = Tether(settings=Settings(database_url=database_url, data_dir=Path(tempfile.mkdtemp())))
-    for name in ("fast", "talk", "tool"):
+    for name in ("fast", "paced", "burst", "talk", "tool"):
         app.agent(name)(lambda ctx, name=name: bench_agent(name))
     return create_app(app)
 
@@ -124,7 +167,52 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/bare/{agent}", run, methods=["POST"])])
 
 
-async def _serve(app: Any, profile: str | None) -> None:
+def agno_app(db_file: str) -> Any:
+    """Agno's AgentOS serving agents ``paced`` and ``fast`` over Agno's SQLite db."""
+    from agno.agent import Agent as AgnoAgent
+    from agno.db.sqlite import SqliteDb
+    from agno.models.base import Model
+    from agno.models.response import ModelResponse as AgnoResponse
+    from agno.os import AgentOS
+
+    class PacedAgnoModel(Model):
+        def __init__(self, count: int, interval_s: float) -> None:
+            super().__init__(id="paced", name="paced", provider="bench")
+            self.count, self.interval_s = count, interval_s
+
+        async def ainvoke_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[AgnoResponse]:
+            async for token in paced_tokens(self.count, self.interval_s):
+                yield AgnoResponse(content=token)
+
+        async def ainvoke(self, *args: Any, **kwargs: Any) -> AgnoResponse:
+            raise NotImplementedError
+
+        def invoke(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+        def invoke_stream(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+        def _parse_provider_response(self, response: Any, **kwargs: Any) -> Any:
+            return response
+
+        def _parse_provider_response_delta(self, response: Any) -> Any:
+            raise NotImplementedError
+
+    db = SqliteDb(db_file=db_file)
+    timings = {
+        "paced": (PACED_TOKENS, PACED_INTERVAL_S),
+        "burst": (PACED_TOKENS, 0.0),
+        "fast": (FAST_TOKENS, 0.0),
+    }
+    agents: list[Any] = [
+        AgnoAgent(id=name, name=name, model=PacedAgnoModel(*timing), db=db, telemetry=False)
+        for name, timing in timings.items()
+    ]
+    return AgentOS(agents=agents, telemetry=False).get_app()
+
+
+async def _serve(app: Any, profile: str | None, *, is_tether: bool = True) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -134,6 +222,9 @@ async def _serve(app: Any, profile: str | None) -> None:
     )
     server = uvicorn.Server(config)
     print(f"port {sock.getsockname()[1]}", flush=True)
+    if profile is None and is_tether:
+        await run_server(server, [sock])  # as ``tether serve`` does, GC tuning included
+        return
     gc.collect()
     gc.freeze()
     if profile is None:
@@ -159,7 +250,18 @@ async def _serve(app: Any, profile: str | None) -> None:
 @asynccontextmanager
 async def server_process(*args: str) -> AsyncGenerator[int, None]:
     """Start ``bench/_server.py *args``; yield its port; SIGINT it (graceful) at the end."""
+    async with pinned_server_process(*args, cpu=None) as (_, port):
+        yield port
+
+
+@asynccontextmanager
+async def pinned_server_process(
+    *args: str, cpu: int | None
+) -> AsyncGenerator[tuple[int, int], None]:
+    """Like ``server_process``, pinned to core ``cpu`` (``taskset``); yields (pid, port)."""
     command = [sys.executable, str(Path(__file__)), *args]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = await anyio.open_process(command, env=env, stderr=None, stdin=subprocess.DEVNULL)
     try:
@@ -168,7 +270,7 @@ async def server_process(*args: str) -> AsyncGenerator[int, None]:
         with anyio.fail_after(120):
             while not line.endswith(b"\n"):
                 line += await process.stdout.receive(1)
-        yield int(line.split()[1])
+        yield process.pid, int(line.split()[1])
     finally:
         process.send_signal(signal.SIGINT)
         with anyio.move_on_after(180):  # a profiled server writes its report on the way out
@@ -236,18 +338,20 @@ class Conn:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["tether", "bare"])
+    parser.add_argument("kind", choices=["tether", "bare", "agno"])
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--profile", default=None, help="write a pyinstrument HTML profile here")
     args = parser.parse_args()
     if args.kind == "tether":
         url = args.database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
         app = tether_app(url)
+    elif args.kind == "agno":
+        app = agno_app(args.database_url or f"{tempfile.mkdtemp()}/agno.db")
     else:
         app = bare_app()
     # uvicorn re-raises the SIGINT it shut down on.
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(_serve, app, args.profile)
+        anyio.run(functools.partial(_serve, is_tether=args.kind == "tether"), app, args.profile)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""How many concurrent streaming runs fit: 2 workers on PostgreSQL + Redis vs 1 on SQLite.
+"""How many concurrent streaming runs fit on 2 workers over PostgreSQL + Redis.
+
+One worker on one core, side by side with Agno and a bare SSE endpoint, is
+``bench/capacity.py``; this is the multi-worker figure.
 
 Each run streams 20 tokens/s for as long as its client reads: the ``paced`` agent of
 ``bench/cross_worker_stop.py`` emits a token every 50 ms on its own clock, as a provider streams,
@@ -12,7 +15,7 @@ the first step that misses it, and prints a table. The client then disconnects, 
 runs (``on_disconnect: cancel``), and the next step waits for the workers to have no runs left.
 
     .venv/bin/python bench/scale.py [--steps 100,250,500,1000,2000] [--seconds 10]
-        [--target-ms 20] [--postgres-url URL] [--redis-url URL] [--only pg|sqlite]
+        [--target-ms 20] [--postgres-url URL] [--redis-url URL]
 
 Worker CPU is read from /proc over each measured window (100 % = one core).
 """
@@ -23,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -227,16 +229,11 @@ async def sweep(
 
 async def main(options: argparse.Namespace) -> None:
     print(HEADER, flush=True)
-    if options.only in (None, "pg"):
-        async with (
-            fresh_postgres(options.postgres_url) as url,
-            workers(2, database_url=url, redis_url=options.redis_url) as started,
-        ):
-            await sweep("2 workers, pg + redis", started, options)
-    if options.only in (None, "sqlite"):
-        url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/scale.db"
-        async with workers(1, database_url=url, redis_url=None) as started:
-            await sweep("1 worker, sqlite", started, options)
+    async with (
+        fresh_postgres(options.postgres_url) as url,
+        workers(2, database_url=url, redis_url=options.redis_url) as started,
+    ):
+        await sweep("2 workers, pg + redis", started, options)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -251,7 +248,6 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--target-ms", type=float, default=20.0)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-    parser.add_argument("--only", choices=["pg", "sqlite"], default=None)
     options = parser.parse_args(argv)
     if options.mode is None:
         options.steps = [int(n) for n in options.steps.split(",")]

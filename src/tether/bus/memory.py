@@ -39,19 +39,48 @@ class MemoryCancelBus:
 
 
 class _RunLog:
-    __slots__ = ("changed", "events", "first_seq")
+    """One run's events: a list while it is live; two tuples of strings once it has finished.
+
+    Deliberate: a finished run's log holds no object the garbage collector tracks (a tuple of
+    ``str`` is untracked), so up to ``max_runs`` finished runs cost no time in collections; the
+    few readers of a finished run get its events rebuilt (``StoredEvent`` objects) on read.
+    """
+
+    __slots__ = ("changed", "events", "first_seq", "kinds", "payloads")
 
     def __init__(self, first_seq: int) -> None:
-        self.events: list[StoredEvent] = []
+        self.events: list[StoredEvent] | None = []
+        self.kinds: tuple[str, ...] = ()
+        self.payloads: tuple[str, ...] = ()
         self.first_seq = first_seq
         self.changed = anyio.Event()
+
+    @property
+    def length(self) -> int:
+        return len(self.events) if self.events is not None else len(self.kinds)
+
+    def after(self, run_id: RunId, start: int) -> list[StoredEvent]:
+        if self.events is not None:
+            return self.events[start:]
+        return [
+            StoredEvent(run_id=run_id, seq=self.first_seq + start + i, kind=kind, payload=payload)
+            for i, (kind, payload) in enumerate(
+                zip(self.kinds[start:], self.payloads[start:], strict=True)
+            )
+        ]
+
+    def compact(self) -> None:
+        assert self.events is not None
+        self.kinds = tuple(e.kind for e in self.events)
+        self.payloads = tuple(e.payload for e in self.events)
+        self.events = None
 
 
 class MemoryEventBus:
     """Keeps the events of the most recent runs in memory, readable from any seq.
 
     Bounded: at most ``max_runs`` run logs are kept (oldest dropped first); a reader asking for
-    a dropped run gets ``None`` and reads the store instead.
+    a dropped run gets ``None`` and reads the store instead. A finished run's log is compact.
     """
 
     def __init__(self, *, max_runs: int = 1024) -> None:
@@ -61,13 +90,14 @@ class MemoryEventBus:
     def publish(self, event: StoredEvent) -> None:
         log = self._logs.get(event.run_id)
         if log is not None:
-            next_seq = log.first_seq + len(log.events)
+            next_seq = log.first_seq + log.length
             if event.seq < next_seq:
                 return  # already kept: the first write wins, as with Redis entry ids
-            if event.seq > next_seq:
-                # A gap (a lost run's terminal event after events that never reached this bus):
-                # start the log over at this event, so reads stay contiguous, and wake readers
-                # of the old one, who then read the store.
+            if event.seq > next_seq or log.events is None:
+                # A gap (a lost run's terminal event after events that never reached this bus),
+                # or more after a finished log (a resumed run): start the log over at this
+                # event, so reads stay contiguous, and wake readers of the old one, who then
+                # read the store.
                 del self._logs[event.run_id]
                 log.changed.set()
                 log = None
@@ -75,9 +105,14 @@ class MemoryEventBus:
             if len(self._logs) >= self._max_runs:
                 del self._logs[next(iter(self._logs))]
             log = self._logs[event.run_id] = _RunLog(first_seq=event.seq)
+        assert log.events is not None
         log.events.append(event)
-        changed, log.changed = log.changed, anyio.Event()
-        changed.set()
+        if event.kind == "run_finished":
+            log.compact()
+        # Only a log someone waits on needs a new event (one allocation less per token).
+        if log.changed.statistics().tasks_waiting:
+            changed, log.changed = log.changed, anyio.Event()
+            changed.set()
 
     async def read(
         self, run_id: RunId, after_seq: int, *, timeout_s: float
@@ -86,16 +121,16 @@ class MemoryEventBus:
         if log is None or after_seq + 1 < log.first_seq:
             return None
         start = after_seq + 1 - log.first_seq
-        if start >= len(log.events):
+        if start >= log.length:
             with anyio.move_on_after(timeout_s):
                 await log.changed.wait()
             if self._logs.get(run_id) is not log:
                 return None
-        return log.events[start:]
+        return log.after(run_id, start)
 
     async def last_seqs(self, run_ids: Sequence[RunId]) -> dict[RunId, int]:
         return {
-            run_id: log.first_seq + len(log.events) - 1
+            run_id: log.first_seq + log.length - 1
             for run_id in run_ids
             if (log := self._logs.get(run_id)) is not None
         }
