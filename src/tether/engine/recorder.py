@@ -219,6 +219,7 @@ def _merge(parts: Iterable[_BatchBuilder]) -> WriteBatch:
         merged.tool_calls.extend(part.tool_calls)
         merged.events.extend(part.events)
         merged.usage.update(part.usage)
+        merged.endings.update(part.endings)
     return merged.build()
 
 
