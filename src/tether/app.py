@@ -15,7 +15,6 @@ async with app:
 heartbeat, and on exit stops every run of this worker with reason ``shutdown``.
 """
 
-import asyncio
 import functools
 import os
 import socket
@@ -26,7 +25,10 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pydantic
+from anyio.lowlevel import EventLoopToken
 
 from tether.bus.base import CancelBus, EventBus
 from tether.bus.memory import MemoryCancelBus, MemoryEventBus
@@ -117,7 +119,7 @@ class Tether:
         self._engine: Engine | None = None
         self._stack: AsyncExitStack | None = None
         self._loop_thread: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_token: EventLoopToken | None = None
 
     def agent(
         self,
@@ -182,7 +184,7 @@ class Tether:
             raise
         self._stack = stack
         self._loop_thread = threading.get_ident()
-        self._loop = asyncio.get_running_loop()
+        self._loop_token = anyio.lowlevel.current_token()
         return self
 
     async def __aexit__(
@@ -328,8 +330,10 @@ class Tether:
         if threading.get_ident() == self._loop_thread:
             engine.task_group.start_soon(cancel)
         else:
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(engine.task_group.start_soon, cancel)
+            assert self._loop_token is not None
+            # Not a bare loop callback: anyio must know which backend it runs on (with sniffio
+            # installed it asks sniffio, which finds no task in a plain callback).
+            anyio.from_thread.run_sync(engine.task_group.start_soon, cancel, token=self._loop_token)
         return True
 
 

@@ -232,8 +232,11 @@ async def next_turn_history(server: Server, session_id: str) -> list[dict[str, A
 
 
 def assert_replay_ends_interrupted(frames: list[Frame], seen: Seen) -> None:
-    assert [f.seq for f in frames] == list(range(len(frames)))
     *stored, last = frames
+    # What was stored is contiguous; recovery's terminal event comes after every seq any viewer
+    # may have seen (RECOVERY_SEQ_GAP past them), so a reconnect never mistakes it for one seen.
+    assert [f.seq for f in stored] == list(range(len(stored)))
+    assert last.seq > max([f.seq for f in seen.frames], default=-1)
     assert (last.event, last.json["status"], last.json["reason"]) == (
         "run_finished",
         "interrupted",

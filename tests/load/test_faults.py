@@ -167,7 +167,7 @@ async def test_abrupt_disconnects_store_the_disconnect_ending(
 
 @pytest.mark.redis
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
     reason="#13: the final write gives up after 5 s, recovery writes a second ending",
 )
 async def test_runs_stopped_during_a_postgres_outage_are_stored_as_their_clients_saw(
@@ -205,7 +205,7 @@ async def test_runs_stopped_during_a_postgres_outage_are_stored_as_their_clients
 
 @pytest.mark.redis
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
     reason="#13: the final write gives up after 5 s, recovery writes a second ending and the"
     " rolled-back turn comes back",
 )

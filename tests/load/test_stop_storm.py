@@ -40,7 +40,7 @@ async def storm_on(workers: list[Worker], database_url: str) -> AsyncGenerator[S
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
     reason="#13: the terminal frame goes out before the ending is durable (stale reads, rows"
     " left running, endings written twice)",
 )
@@ -59,7 +59,7 @@ async def test_stop_storm_on_sqlite_one_worker(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
     reason="#13: the terminal frame goes out before the ending is durable; the other worker"
     " reads the run as running",
 )

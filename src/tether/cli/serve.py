@@ -16,6 +16,7 @@ import contextlib
 import errno
 import functools
 import gc
+import logging
 import socket
 import sys
 import time
@@ -161,18 +162,27 @@ async def run_server(
     gc.collect()
     gc.freeze()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_tune_gc_once_started, server)
+        tg.start_soon(_once_started, server, sockets is not None)
         await server.serve(list(sockets) if sockets is not None else None)
         tg.cancel_scope.cancel()
 
 
-async def _tune_gc_once_started(server: uvicorn.Server) -> None:
+async def _once_started(server: uvicorn.Server, is_bound_by_us: bool) -> None:
     # Deliberate: uvicorn offers no start-up event to wait on, so poll its flag.
     while not server.started:  # noqa: ASYNC110
         await anyio.sleep(_STARTED_POLL_S)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    if is_bound_by_us:
+        # uvicorn announces the address only for sockets it bound itself; say it as it would,
+        # once the app is up, so whatever waits for that line keeps working.
+        config = server.config
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+            _url_host(config.host),
+            config.port,
+        )
 
 
 async def _check_database(settings: "Settings") -> None:
