@@ -27,7 +27,7 @@ def test_wrong_api_key_is_refused_then_the_right_one_works(
     expect(form).to_have_count(0)
     picker = page.locator(by_testid("agent-picker"))
     expect(picker).to_be_visible()
-    expect(picker.locator("option")).to_have_text(["chat", "tools", "records-clerk"])
+    expect(picker.locator("option")).to_have_text(["chat", "tools", "broken", "records-clerk"])
     expect(page.locator(by_testid("forget-key"))).to_be_visible()
 
 

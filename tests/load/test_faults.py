@@ -166,10 +166,6 @@ async def test_abrupt_disconnects_store_the_disconnect_ending(
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
-    reason="#13: the final write gives up after 5 s, recovery writes a second ending",
-)
 async def test_runs_stopped_during_a_postgres_outage_are_stored_as_their_clients_saw(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -204,11 +200,6 @@ async def test_runs_stopped_during_a_postgres_outage_are_stored_as_their_clients
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
-    reason="#13: the final write gives up after 5 s, recovery writes a second ending and the"
-    " rolled-back turn comes back",
-)
 async def test_runs_cancelled_while_runs_is_locked_are_stored_as_their_clients_saw(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -243,10 +234,6 @@ async def test_runs_cancelled_while_runs_is_locked_are_stored_as_their_clients_s
 
 
 @pytest.mark.parametrize("with_redis", [True, False], ids=["redis", "no-redis"])
-@pytest.mark.xfail(
-    strict=False,  # today it fails on most tries, not all: the race is in the code under test
-    reason="#13: recovery may give the terminal event a seq the client saw as text: 204",
-)
 async def test_reconnect_after_kill_9_always_ends_with_run_finished(
     with_redis: bool, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -30,10 +30,6 @@ FLUSH_INTERVAL_S: Final = 1.0
 the client has seen seqs the database never got."""
 
 
-@pytest.mark.xfail(
-    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
-    reason="#13: recovery gives the terminal event a seq the client saw as text: 204",
-)
 async def test_reconnect_after_kill_9_and_restart_on_sqlite_ends_with_run_finished(
     tmp_path: Path,
 ) -> None:

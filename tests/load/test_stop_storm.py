@@ -39,11 +39,6 @@ async def storm_on(workers: list[Worker], database_url: str) -> AsyncGenerator[S
         yield Storm(clients=clients, engine=engine)
 
 
-@pytest.mark.xfail(
-    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
-    reason="#13: the terminal frame goes out before the ending is durable (stale reads, rows"
-    " left running, endings written twice)",
-)
 async def test_stop_storm_on_sqlite_one_worker(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'tether.db'}"
     settings = WorkerSettings(database_url=url, redis_url=None, app=APP)
@@ -58,11 +53,6 @@ async def test_stop_storm_on_sqlite_one_worker(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=False,  # the #13 core fix is partly merged: passes on some tries (see the closing note)
-    reason="#13: the terminal frame goes out before the ending is durable; the other worker"
-    " reads the run as running",
-)
 async def test_stop_storm_on_postgres_and_redis_two_workers(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
