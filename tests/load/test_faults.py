@@ -188,11 +188,13 @@ async def test_runs_stopped_during_a_postgres_outage_are_stored_as_their_clients
                     async with anyio.create_task_group() as tg:
                         for stream in streams:
                             tg.start_soon(cancel_and_read, a, stream, dict[str, str]())
+                        # Deliberate: the outage lasts a set time (the fault being simulated).
                         await anyio.sleep(max(0.0, cut_at + OUTAGE_S - anyio.current_time()))
                         link.restore()
                 seen = [stream.seen for stream in streams]
                 await wait_ended(engine, [s.run_id for s in seen])
-                await anyio.sleep(1.0)  # a second later, as a reader would come back
+                # Deliberate: the issue asks for a second read 1 s later, as a reader comes back.
+                await anyio.sleep(1.0)
                 tally = Tally()
                 await check_all(engine, b, seen, tally)
 

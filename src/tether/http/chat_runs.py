@@ -74,16 +74,7 @@ def chat_stream(
     A client that leaves before the last frame cancels the run (reason ``disconnect``) unless
     ``cancel_on_gone`` is false, or the run waits for approval (a person, not this client).
     """
-    run = state.engine.runs.get(handle.run_id)
-
-    async def cancel_on_disconnect() -> None:
-        if run is None or run.paused is not None:
-            return
-        requested_at = time.perf_counter()
-        result = await state.tether.cancel(handle.run_id, reason="disconnect", by=user)
-        if result.accepted:
-            state.time_stop(handle.run_id, reason="disconnect", requested_at=requested_at)
-
+    cancel_on_disconnect = state.disconnect_canceller(handle, user=user)
     return event_stream(
         frames,
         metrics=state.metrics,

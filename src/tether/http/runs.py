@@ -202,19 +202,7 @@ def _handle_stream(
     on_disconnect: Literal["cancel", "continue"],
 ) -> EventSourceResponse:
     """The stream of a run this process just started or resumed, from its first event."""
-    run = state.engine.runs.get(handle.run_id)
-
-    async def cancel_on_disconnect() -> None:
-        # Deliberate: the `Run` this stream follows, not whatever runs under its id by now. Once
-        # it paused, a client that leaves leaves a run that waits for a person, not for this
-        # client; and its resumed continuation (a new `Run`) belongs to the resuming stream.
-        if run is None or run.paused is not None:
-            return
-        requested_at = time.perf_counter()
-        result = await state.tether.cancel(handle.run_id, reason="disconnect", by=user)
-        if result.accepted:
-            state.time_stop(handle.run_id, reason="disconnect", requested_at=requested_at)
-
+    cancel_on_disconnect = state.disconnect_canceller(handle, user=user)
     return event_stream(
         run_frames(handle.events()),
         metrics=state.metrics,

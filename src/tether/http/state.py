@@ -8,7 +8,7 @@ its runs.
 
 import dataclasses
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -154,6 +154,27 @@ class HttpState:
             self._observe_stop(reason, requested_at)
         else:
             self._tg.start_soon(self._watch_stop, run, reason, requested_at)
+
+    def disconnect_canceller(
+        self, handle: RunHandle, *, user: UserId
+    ) -> Callable[[], Awaitable[None]]:
+        """What a stream of ``handle`` calls when its client leaves: cancel (``disconnect``).
+
+        Deliberate: bound to the `Run` the stream follows now, not whatever runs under its id
+        later. Once it paused, a client that leaves leaves a run that waits for a person, not for
+        this client; and its resumed continuation (a new `Run`) belongs to the resuming stream.
+        """
+        run = self.tether.engine.runs.get(handle.run_id)
+
+        async def cancel_on_disconnect() -> None:
+            if run is None or run.paused is not None:
+                return
+            requested_at = time.perf_counter()
+            result = await self.tether.cancel(handle.run_id, reason="disconnect", by=user)
+            if result.accepted:
+                self.time_stop(handle.run_id, reason="disconnect", requested_at=requested_at)
+
+        return cancel_on_disconnect
 
     async def stop_for_shutdown(self) -> None:
         """The server is shutting down: stop this worker's runs now, so streams can end."""
