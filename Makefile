@@ -56,7 +56,7 @@ typecheck:
 	$(VENV)/bin/pyright
 
 webtest:
-	cd web && npm ci --no-audit --no-fund --loglevel=error && npm test
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run typecheck && npm test
 
 # Deliberate: two processes. Playwright's sync API keeps an event loop in the main thread,
 # which would break every anyio test run after it in the same process.

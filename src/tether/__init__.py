@@ -1,6 +1,7 @@
 """tether: the run controller for Python LLM agents."""
 
 from tether.app import RunHandle, Tether
+from tether.bus.base import CancelBus, EventBus
 from tether.engine.context import AgentContext
 from tether.engine.engine import CancelResult
 from tether.engine.history import HistoryRules
@@ -11,9 +12,7 @@ from tether.errors import (
     Conflict,
     NotFound,
     ProviderError,
-    ProviderTimeout,
     StorageError,
-    ToolError,
     UsageError,
 )
 from tether.events import (
@@ -26,6 +25,9 @@ from tether.events import (
     RunQueued,
     RunResumed,
     RunStarted,
+    StopAction,
+    StopMode,
+    StopReason,
     StopRequested,
     TextDelta,
     ToolCallFinished,
@@ -33,21 +35,24 @@ from tether.events import (
     ToolDecision,
     Usage,
 )
+from tether.runtimes.base import Runtime
 from tether.settings import Settings
+from tether.storage.store import Store
 
 __all__ = [
     "AgentContext",
     "AgentRunError",
+    "CancelBus",
     "CancelResult",
     "ChildRunFinished",
     "ChildRunStarted",
     "Conflict",
+    "EventBus",
     "HistoryRules",
     "NotFound",
     "PendingCall",
     "Pricing",
     "ProviderError",
-    "ProviderTimeout",
     "RunEvent",
     "RunFinished",
     "RunHandle",
@@ -57,15 +62,19 @@ __all__ = [
     "RunQueued",
     "RunResumed",
     "RunStarted",
+    "Runtime",
     "Settings",
+    "StopAction",
+    "StopMode",
+    "StopReason",
     "StopRequested",
     "StorageError",
+    "Store",
     "Tether",
     "TextDelta",
     "ToolCallFinished",
     "ToolCallStarted",
     "ToolDecision",
-    "ToolError",
     "Usage",
     "UsageError",
 ]

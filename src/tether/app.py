@@ -99,6 +99,8 @@ class RunHandle:
 
 
 class Tether:
+    """The application: register agents, then start, stop, resume and read their runs."""
+
     def __init__(
         self,
         *,

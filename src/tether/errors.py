@@ -6,8 +6,6 @@ AgentRunError                 base of everything below
 ├── NotFound                  no such run / session / message (or not yours)
 ├── Conflict                  illegal transition, e.g. a second run in a busy session
 ├── ProviderError             .provider, .status_code, .retryable
-│   └── ProviderTimeout
-├── ToolError                 a tool raised; carries .tool and .call_id
 └── StorageError              database or bus still failing after bounded retries
     └── StorageRejected       the database refused the data itself (retrying won't help)
 ```
@@ -56,19 +54,6 @@ class ProviderError(AgentRunError):
         self.provider = provider
         self.status_code = status_code
         self.retryable = retryable
-
-
-class ProviderTimeout(ProviderError):
-    """The model provider did not answer in time."""
-
-
-class ToolError(AgentRunError):
-    """A tool raised."""
-
-    def __init__(self, message: str, *, tool: str, call_id: str, **details: Any) -> None:
-        super().__init__(message, tool=tool, call_id=call_id, **details)
-        self.tool = tool
-        self.call_id = call_id
 
 
 class StorageError(AgentRunError):

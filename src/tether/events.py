@@ -68,6 +68,8 @@ class Usage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted:
+    """The first event of every run (``seq`` 0): which session and agent it serves."""
+
     run_id: RunId
     seq: int
     session_id: SessionId
@@ -78,6 +80,8 @@ class RunStarted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextDelta:
+    """A piece of the answer's text, in order; concatenated they are the stored message."""
+
     run_id: RunId
     seq: int
     text: str
@@ -86,6 +90,8 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallStarted:
+    """The model called a tool; every call gets exactly one ``ToolCallFinished``."""
+
     run_id: RunId
     seq: int
     call_id: str
@@ -96,6 +102,8 @@ class ToolCallStarted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallFinished:
+    """A tool call's result: ``ok``, ``error``, ``cancelled`` (a stop) or ``denied``."""
+
     run_id: RunId
     seq: int
     call_id: str
@@ -107,6 +115,8 @@ class ToolCallFinished:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildRunStarted:
+    """A child run (a team member, a workflow step) started inside this run."""
+
     run_id: RunId
     seq: int
     child_run_id: RunId
@@ -118,6 +128,8 @@ class ChildRunStarted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildRunFinished:
+    """A child run ended, with its own terminal status."""
+
     run_id: RunId
     seq: int
     child_run_id: RunId
@@ -201,6 +213,8 @@ class RunResumed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished:
+    """The run's one terminal event, always last; viewers get it once the ending is stored."""
+
     run_id: RunId
     seq: int
     status: TerminalStatus

@@ -7,6 +7,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """tether's settings, read from ``TETHER_*`` environment variables (or passed explicitly)."""
+
     model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore")
 
     data_dir: Path = Path(".tether")

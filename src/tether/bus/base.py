@@ -22,6 +22,8 @@ StopCallback = Callable[[CancelRequest], None]
 
 
 class CancelBus(Protocol):
+    """Carries stop intents to the worker that drives the run: durable first, then pushed."""
+
     async def request_stop(self, run_id: RunId, request: CancelRequest) -> None: ...
 
     def watch(self, run_id: RunId, on_stop: StopCallback) -> AbstractAsyncContextManager[None]:
@@ -30,6 +32,8 @@ class CancelBus(Protocol):
 
 
 class EventBus(Protocol):
+    """A run's live events, readable from any seq on any worker while the run is recent."""
+
     def publish(self, event: StoredEvent) -> None:
         """Hand an event to the bus without waiting (the streaming hot path calls this).
 

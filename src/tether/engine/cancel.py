@@ -35,10 +35,6 @@ class CancelToken:
         return self._request
 
     @property
-    def is_stop_requested(self) -> bool:
-        return self._request is not None
-
-    @property
     def is_after_turn_requested(self) -> bool:
         return self._request is not None
 

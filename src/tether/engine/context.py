@@ -11,6 +11,8 @@ Delegate = Callable[[str, str, str | None], Awaitable[str]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentContext:
+    """What an agent factory (and its tools, via ``deps``) knows about the run it serves."""
+
     run_id: RunId
     session_id: SessionId
     user_id: UserId

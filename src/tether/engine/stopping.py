@@ -38,6 +38,8 @@ still wins, while a stray second click can't stop a run started much later."""
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CancelResult:
+    """The answer to a stop: whether this request stopped the run, and the run's state now."""
+
     run_id: RunId
     accepted: bool
     """True if this request is the one that stops the run."""

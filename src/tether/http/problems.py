@@ -31,7 +31,6 @@ from tether.errors import (
     Conflict,
     NotFound,
     ProviderError,
-    ProviderTimeout,
     StorageError,
     StorageRejected,
     UsageError,
@@ -49,7 +48,6 @@ _TABLE: Final[Mapping[type[AgentRunError], tuple[int, str]]] = {
     UsageError: (422, "invalid-request"),
     StorageRejected: (422, "unstorable-value"),
     StorageError: (503, "storage-unavailable"),
-    ProviderTimeout: (504, "provider-timeout"),
     ProviderError: (502, "provider-error"),
     AgentRunError: (500, "internal-error"),
 }

@@ -82,6 +82,8 @@ class Turn:
 
 
 class Runtime(Protocol):
+    """Drives one agent turn of a kind of agent (Pydantic AI, Agno) and honours the stop signal."""
+
     name: str
     handles_stop: bool
     """True if ``drive`` stops by itself on ``signal.on_stop_now`` (returning normally); the

@@ -99,6 +99,8 @@ class LiveEvents(Protocol):
 
 
 class Store(Protocol):
+    """Where sessions, messages, runs, tool calls and run events live (see the module contract)."""
+
     # Sessions
     async def create_session(self, session: SessionRecord) -> None: ...
     async def get_session(self, session_id: SessionId) -> SessionRecord | None: ...
