@@ -20,11 +20,14 @@ MessageStatus = Literal["complete", "streaming", "interrupted", "error"]
 
 
 def utcnow() -> datetime:
+    """Now, in UTC (timezone-aware)."""
     return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionRecord:
+    """A stored session."""
+
     session_id: SessionId
     user_id: UserId
     agent: str
@@ -52,6 +55,8 @@ class CancelRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
+    """A stored run: its state, ending, stop request, usage and lease."""
+
     run_id: RunId
     session_id: SessionId
     agent: str
@@ -74,6 +79,8 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallRecord:
+    """A stored tool call and its result."""
+
     call_id: str
     run_id: RunId
     message_id: MessageId
@@ -88,6 +95,8 @@ class ToolCallRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageRecord:
+    """A stored message (user or assistant)."""
+
     message_id: MessageId
     session_id: SessionId
     run_id: RunId
@@ -122,6 +131,8 @@ class ToolExchange:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UserItem:
+    """A user message in the history a runtime gets."""
+
     text: str
 
 

@@ -111,10 +111,12 @@ def client_name() -> str:
 
 
 def stop_key(run_id: RunId) -> str:
+    """The Redis key holding a run's first stop request."""
     return f"tether:stop:{run_id}"
 
 
 def stream_key(run_id: RunId) -> str:
+    """The Redis stream holding a run's live events."""
     return f"tether:events:{run_id}"
 
 

@@ -27,12 +27,16 @@ _RECORD: Final = re.compile(r"\b([A-Za-z]+-\d+|\d+)\b")
 
 
 def register_records_clerk(app: Tether) -> None:
+    """Register the ``records-clerk`` agent on ``app``."""
+
     @app.agent(AGENT, description="Scripted model (no API key) whose tool needs your approval")
     def records_clerk(ctx: AgentContext) -> Agent[None, str]:
         return records_clerk_agent()
 
 
 def records_clerk_agent() -> Agent[None, str]:
+    """The scripted Pydantic AI agent whose ``delete_record`` tool needs approval."""
+
     def delete_record(record_id: str) -> str:
         """Delete a record for good (needs a person's approval)."""
         return f"record {record_id} deleted"

@@ -36,6 +36,7 @@ def model_label(local_model: Path | None) -> str:
 
 
 def register_embedded(app: Tether) -> None:
+    """Register ``assistant`` and ``storyteller`` (listed as unavailable without the model)."""
     label = model_label(app.settings.local_model)
     # Without the `local` extra they are still listed, with the command that installs the model.
     missing = embedded_model_missing() if app.settings.local_model is None else None

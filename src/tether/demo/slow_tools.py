@@ -39,6 +39,8 @@ RECAP_WORDS: Final = 30
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlowToolsTiming:
+    """How slow the ``slow-tools`` demo is (tests make it fast)."""
+
     word_s: float = 0.02
     """Pause after each streamed word."""
     search_s: float = 5.0
@@ -48,6 +50,8 @@ class SlowToolsTiming:
 
 
 def register_slow_tools(app: Tether, timing: SlowToolsTiming) -> None:
+    """Register the ``slow-tools`` agent on ``app``."""
+
     @app.agent("slow-tools", description="Scripted model with slow tools (no API key): try Stop")
     def slow_tools(ctx: AgentContext) -> Agent[None, str]:
         return slow_tools_agent(timing)

@@ -22,6 +22,8 @@ STEP_MAX_TOKENS: Final = 640
 
 
 def register_storyteller_team(app: Tether) -> None:
+    """Register the ``storyteller-team`` Agno workflow on ``app``."""
+
     @app.agent(
         "storyteller-team",
         description="An Agno workflow on the embedded model: a writer drafts, an editor revises",

@@ -19,6 +19,8 @@ from tether.records import CancelRequest
 
 
 class CancelToken:
+    """One run's stop request: set once from any thread, delivered on the run's loop."""
+
     def __init__(self, *, grace_s: float = 10.0) -> None:
         self._grace_s = grace_s
         self._lock = threading.Lock()

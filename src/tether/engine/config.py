@@ -10,6 +10,8 @@ FINAL_WRITE_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
+    """One worker's engine settings (leases, grace periods, flushing)."""
+
     worker_id: str
     lease_s: float = 10.0
     heartbeat_s: float = 1.0

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class Driver:
+    """Makes this worker's runs and drives each one to its stored ending."""
+
     def __init__(
         self,
         *,

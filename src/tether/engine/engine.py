@@ -48,6 +48,8 @@ BUSY_POLL_S: Final = 0.05
 
 
 class Engine:
+    """One worker's runs: admits, starts, resumes, stops and recovers them."""
+
     def __init__(
         self,
         *,

@@ -30,12 +30,15 @@ SUMMARY_PREFIX: Final = "[Summary of the earlier conversation: {summary}]"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fitted:
+    """The turns that fit the budget, and those dropped to make room."""
+
     kept: list[TurnItems]
     dropped: list[TurnItems]
     """Oldest first."""
 
 
 def estimate_tokens(text: str) -> int:
+    """A conservative token estimate for ``text`` (bytes / 3, plus per-message overhead)."""
     return len(text.encode()) // 3 + _PER_MESSAGE
 
 
@@ -52,6 +55,7 @@ def _item_tokens(item: HistoryItem) -> int:
 
 
 def turn_tokens(turn: TurnItems) -> int:
+    """The estimated tokens of one past turn as the model would see it."""
     return sum(_item_tokens(item) for item in turn.items)
 
 

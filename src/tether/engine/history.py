@@ -53,6 +53,7 @@ class HistoryRules:
 
 
 def why(reason: StopReason | None) -> str:
+    """The words the interrupted-turn marker uses for ``reason``."""
     return _WHY[reason] if reason is not None else "it did not complete"
 
 
@@ -74,6 +75,7 @@ def build_turns(turns: Sequence[HistoryTurn], rules: HistoryRules) -> list[TurnI
 
 
 def flatten(turns: Sequence[TurnItems]) -> list[HistoryItem]:
+    """The turns' items in order, as one history."""
     return [item for turn in turns for item in turn.items]
 
 

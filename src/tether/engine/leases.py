@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 async def heartbeat(engine: Engine) -> None:
+    """Beat every ``heartbeat_s`` (at most a third of the lease) until cancelled."""
     interval_s = min(engine.config.heartbeat_s, engine.config.lease_s / 3)
     while True:
         # Shielded and bounded: a shutdown lands between beats, never inside a query (a
@@ -36,6 +37,7 @@ async def heartbeat(engine: Engine) -> None:
 
 
 async def beat(engine: Engine) -> None:
+    """One beat: renew this worker's leases, stop runs with a stored stop, recover lost runs."""
     now = utcnow()
     # Every run this worker still holds, finished ones too: until its final write lands, a run
     # that ended must keep its lease, or recovery would overwrite its outcome.

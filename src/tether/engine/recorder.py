@@ -224,6 +224,8 @@ def _merge(parts: Iterable[_BatchBuilder]) -> WriteBatch:
 
 
 class Recorder:
+    """Buffers what runs stream and writes it behind the stream, in batches."""
+
     def __init__(self, store: Store, *, flush_interval_s: float, give_up_s: float = 30.0) -> None:
         self._store = store
         self._interval_s = flush_interval_s

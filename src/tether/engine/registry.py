@@ -13,6 +13,8 @@ from tether.errors import UsageError
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentSpec:
+    """A registered agent: its name, factory, context model and limits."""
+
     name: str
     description: str
     factory: Callable[[Any], object]

@@ -28,6 +28,8 @@ Summariser = Callable[[str | None, Sequence[HistoryItem]], Awaitable[str]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnInput:
+    """What a new turn sends the model: the fitted history and the prompt."""
+
     history: list[HistoryItem]
     prompt: str
     """The new message, with the summary in front when no earlier turn is kept to carry it."""
@@ -42,6 +44,7 @@ async def session_history(
     window_tokens: int | None,
     summariser: Summariser | None = None,
 ) -> TurnInput:
+    """The history and prompt for a new turn of ``session_id``, fitted to ``window_tokens``."""
     turns = build_turns(await store.history(session_id), rules)
     if window_tokens is None:
         return TurnInput(history=flatten(turns), prompt=prompt)

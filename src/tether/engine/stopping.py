@@ -48,6 +48,8 @@ class CancelResult:
 
 
 class Stopper:
+    """Decides where a stop goes (here, another worker, a paused run, a run not made yet)."""
+
     def __init__(
         self,
         *,

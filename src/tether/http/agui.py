@@ -62,6 +62,7 @@ AgentName = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 def agui_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
+    """The AG-UI route, ``POST /agents/{agent}/agui``."""
     user_dep = Depends(authenticate)
     router = APIRouter(tags=["ag-ui"])
 

@@ -49,12 +49,16 @@ AgentName = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 class UIMessagePartIn(BaseModel):
+    """One part of an AI SDK UI message; only text parts are read."""
+
     model_config = ConfigDict(extra="allow")
     type: str
     text: str | None = None
 
 
 class UIMessageIn(BaseModel):
+    """An AI SDK UI message as ``DefaultChatTransport`` sends it."""
+
     model_config = ConfigDict(extra="allow")
     id: str = ""
     role: Literal["system", "user", "assistant"]
@@ -62,6 +66,8 @@ class UIMessageIn(BaseModel):
 
 
 class ChatRequestIn(BaseModel):
+    """The body ``DefaultChatTransport`` posts: the chat id and its messages."""
+
     model_config = ConfigDict(extra="allow")  # messageId and the app's own body fields
     id: str = Field(min_length=1, max_length=128)
     messages: list[UIMessageIn] = Field(min_length=1, max_length=1000)
@@ -70,6 +76,7 @@ class ChatRequestIn(BaseModel):
 
 
 def ai_sdk_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
+    """The AI SDK UI message stream routes under ``/agents/{agent}/chat``."""
     user_dep = Depends(authenticate)
     router = APIRouter(prefix="/agents/{agent}/chat", tags=["ai-sdk"])
 

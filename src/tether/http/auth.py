@@ -42,6 +42,7 @@ def parse_api_keys(spec: str) -> dict[str, UserId]:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address) is this machine."""
     if host == "localhost":
         return True
     try:

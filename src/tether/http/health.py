@@ -23,6 +23,7 @@ READY_TIMEOUT_S: Final = 0.8
 
 
 def health_router(state: HttpState) -> APIRouter:
+    """The readiness route, ``GET /readyz``."""
     router = APIRouter(tags=["service"])
 
     @router.get("/readyz", responses=problem_responses(503))

@@ -39,6 +39,8 @@ _STOP_BUCKETS_S: Final = (
 
 
 class HttpMetrics:
+    """The Prometheus metrics of one HTTP app, in a registry of its own."""
+
     def __init__(self, *, active_runs: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
         self.runs_started = Counter(

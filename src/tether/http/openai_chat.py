@@ -48,12 +48,16 @@ _DONE: Final = b"data: [DONE]\n\n"
 
 
 class ContentPart(BaseModel):
+    """One part of an OpenAI message's content; only text parts are read."""
+
     model_config = ConfigDict(extra="allow")
     type: str
     text: str | None = None
 
 
 class ChatMessageIn(BaseModel):
+    """One OpenAI chat message."""
+
     model_config = ConfigDict(extra="allow")  # name, tool_calls, refusal …: read, not used
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
@@ -65,11 +69,15 @@ class ChatMessageIn(BaseModel):
 
 
 class StreamOptionsIn(BaseModel):
+    """OpenAI ``stream_options``: ``include_usage`` adds a final usage chunk."""
+
     model_config = ConfigDict(extra="allow")
     include_usage: bool = False
 
 
 class ChatCompletionIn(BaseModel):
+    """An OpenAI chat completion request; ``model`` names the agent."""
+
     # Deliberate: sampling options (temperature, max_tokens …) are accepted and ignored: the
     # agent's own configuration decides them, and clients send them by default.
     model_config = ConfigDict(extra="allow")
@@ -80,6 +88,7 @@ class ChatCompletionIn(BaseModel):
 
 
 def openai_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
+    """The OpenAI-compatible routes under ``/v1``."""
     user_dep = Depends(authenticate)
     router = APIRouter(prefix="/v1", tags=["openai"])
 

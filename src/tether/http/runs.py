@@ -71,6 +71,7 @@ _SSE_DOC: Final[dict[int | str, dict[str, Any]]] = {
 
 
 def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
+    """The run routes: start, resume, cancel, read, and replay events."""
     user_dep = Depends(authenticate)
     router = APIRouter(tags=["runs"])
 

@@ -60,6 +60,8 @@ def _has_lone_surrogate(value: object) -> bool:
 
 
 class StartRunIn(_Request):
+    """Start a run: the user's message, and the session to continue (else a new one)."""
+
     message: str = Field(min_length=1)
     """At most ``settings.max_message_chars`` characters (checked by the route)."""
     session_id: Id | None = None
@@ -89,12 +91,16 @@ class ToolDecisionIn(_Request):
 
 
 class ResumeRunIn(_Request):
+    """Continue a paused run with a decision for each call it waits on."""
+
     decisions: list[ToolDecisionIn] = Field(max_length=MAX_DECISIONS)
     """Exactly one for each call the run waits on (``awaiting_approval`` of ``GET /runs/{id}``)."""
     on_disconnect: Literal["cancel", "continue"] = "cancel"
 
 
 class CancelRunIn(_Request):
+    """Stop a run: why, how (now or after the turn), and whether to keep the turn."""
+
     reason: ClientStopReason = "user"
     mode: StopMode = "now"
     action: StopAction = "keep"
@@ -103,6 +109,8 @@ class CancelRunIn(_Request):
 
 
 class CancelRunOut(BaseModel):
+    """The answer to a stop, and the run's state now."""
+
     run_id: str
     accepted: bool
     """True if this request is the one that stops the run."""
@@ -111,10 +119,14 @@ class CancelRunOut(BaseModel):
 
 
 class CancelSessionIn(_Request):
+    """Stop the session's active run, or the run started with this request id."""
+
     client_request_id: ClientRequestId | None = None
 
 
 class CancelSessionOut(BaseModel):
+    """The answer to a session stop."""
+
     session_id: str
     run_id: str | None
     """None when no run exists yet: the stop is held for the run about to start."""
@@ -123,14 +135,20 @@ class CancelSessionOut(BaseModel):
 
 
 class ConfigOut(BaseModel):
+    """What the web UI needs to know before it signs in."""
+
     auth_required: bool
 
 
 class HealthOut(BaseModel):
+    """This worker is alive (``/healthz``) or ready (``/readyz``)."""
+
     status: Literal["ok"] = "ok"
 
 
 class AgentOut(BaseModel):
+    """A registered agent."""
+
     name: str
     description: str
     available: bool = True
@@ -139,6 +157,8 @@ class AgentOut(BaseModel):
 
 
 class UsageOut(BaseModel):
+    """Tokens and cost a run consumed."""
+
     input_tokens: int
     output_tokens: int
     total_tokens: int
@@ -157,12 +177,16 @@ class UsageOut(BaseModel):
 
 
 class TimingsOut(BaseModel):
+    """When a run started and ended."""
+
     started_at: datetime
     finished_at: datetime | None
     duration_s: float | None
 
 
 class CancelInfoOut(BaseModel):
+    """The stop that ended (or is ending) a run: who, why and how."""
+
     by: str | None
     reason: StopReason
     mode: StopMode
@@ -181,18 +205,24 @@ class CancelInfoOut(BaseModel):
 
 
 class ChildRunOut(BaseModel):
+    """A child run (a team member or workflow step) of a run."""
+
     run_id: str
     agent: str
     status: RunStatus
 
 
 class PendingCallOut(BaseModel):
+    """A tool call waiting for a person's approval."""
+
     call_id: str
     tool: str
     args: dict[str, JsonValue]
 
 
 class RunOut(BaseModel):
+    """A run: its state, ending, usage, timings and children."""
+
     run_id: str
     session_id: str
     agent: str
@@ -244,6 +274,8 @@ class RunOut(BaseModel):
 
 
 class RunBriefOut(BaseModel):
+    """A run as listed in its session."""
+
     run_id: str
     status: RunStatus
     reason: StopReason | None
@@ -263,6 +295,8 @@ class RunBriefOut(BaseModel):
 
 
 class ToolCallOut(BaseModel):
+    """A tool call and its result."""
+
     call_id: str
     tool: str
     args: dict[str, JsonValue]
@@ -272,6 +306,8 @@ class ToolCallOut(BaseModel):
 
 
 class MessageOut(BaseModel):
+    """A stored message; ``interrupted`` when its run was stopped mid-answer."""
+
     message_id: str
     run_id: str
     role: Role
@@ -304,6 +340,8 @@ class MessageOut(BaseModel):
 
 
 class SessionOut(BaseModel):
+    """A session: one conversation with one agent."""
+
     session_id: str
     agent: str
     title: str | None
@@ -312,16 +350,22 @@ class SessionOut(BaseModel):
 
 
 class SessionPageOut(BaseModel):
+    """A page of sessions, most recently active first."""
+
     sessions: list[SessionOut]
     next_before: datetime | None
     """Pass as ``before`` for the next (older) page; None on the last page."""
 
 
 class SessionDetailOut(SessionOut):
+    """A session with its messages and runs."""
+
     messages: list[MessageOut]
     runs: list[RunBriefOut]
     active_run_id: str | None
 
 
 class RenameSessionIn(_Request):
+    """A session's new title."""
+
     title: str = Field(min_length=1, max_length=200)

@@ -42,6 +42,7 @@ SessionIdPath = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
+    """The agent and session routes."""
     user_dep = Depends(authenticate)
     router = APIRouter(tags=["sessions"])
 

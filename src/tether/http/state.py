@@ -28,6 +28,8 @@ from tether.settings import Settings
 
 
 class HttpState:
+    """What the routes of one app share: the tether app, settings and metrics."""
+
     def __init__(self, tether: Tether, settings: Settings) -> None:
         self.tether = tether
         self.settings = settings

@@ -46,6 +46,8 @@ Target = Agent | Team | Workflow
 
 
 class AgnoRuntime:
+    """Drives Agno agents, teams and workflows; stops them by cancelling their scope."""
+
     name = "agno"
     handles_stop = True
 

@@ -50,6 +50,8 @@ _PROVIDER_ERROR_TYPES = frozenset({"model_provider_error", "model_authentication
 
 
 class ChildSink(RunSink, Protocol):
+    """The sink of a child run (a team member or workflow step)."""
+
     def finished(self, status: ChildStatus) -> None:
         """The child run ended (reported once)."""
         ...
@@ -285,6 +287,7 @@ def _name(event: Any) -> str:
 
 
 def call_id_of(tool: Any) -> str:
+    """The call id of an Agno tool execution."""
     # Some providers omit ids; Agno then invents one, so this fallback is only a guard.
     return str(tool.tool_call_id or f"{tool.tool_name}-{tool.created_at}")
 

@@ -20,6 +20,8 @@ from tether.records import HistoryItem
 
 
 class RunSink(Protocol):
+    """Where a runtime reports what happens; the engine makes events of it."""
+
     def response_started(self) -> None:
         """A new model response begins (the next text belongs to a new assistant message)."""
         ...
@@ -39,6 +41,8 @@ class RunSink(Protocol):
 
 
 class StopSignal(Protocol):
+    """The stop signal a runtime honours: ``now`` callbacks and the after-turn flag."""
+
     @property
     def is_after_turn_requested(self) -> bool:
         """A stop after the current model turn was requested: stop at the next step boundary."""
@@ -72,6 +76,8 @@ class Continuation:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Turn:
+    """One turn to drive: the prompt, the history before it, and maybe a continuation."""
+
     run_id: RunId
     session_id: SessionId
     prompt: str

@@ -65,6 +65,8 @@ T = TypeVar("T")
 
 
 class PydanticAIRuntime:
+    """Drives Pydantic AI agents; stops them with Pydantic AI's own cancellation."""
+
     name = "pydantic_ai"
     handles_stop = True
 

@@ -65,11 +65,15 @@ ACTIVE_RUN_PREDICATE: Final = f"parent_run_id IS NULL AND {_one_of('status', ACT
 
 
 class Base(DeclarativeBase):
+    """The declarative base: naming convention, and UTC-aware datetimes."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 (SQLAlchemy's API)
 
 
 class SessionRow(Base):
+    """A session."""
+
     __tablename__ = "sessions"
     __table_args__ = (Index(None, "user_id", "agent", "updated_at"),)
 
@@ -112,6 +116,8 @@ class SessionRow(Base):
 
 
 class RunRow(Base):
+    """A run, with its lease and its stop request."""
+
     __tablename__ = "runs"
     __table_args__ = (
         Index(None, "session_id", "started_at"),
@@ -234,6 +240,8 @@ class RunRow(Base):
 
 
 class MessageRow(Base):
+    """A message of a session."""
+
     __tablename__ = "messages"
     # Deliberate: ordered by (created_at, id), not by a position column, exactly as MemoryStore
     # orders them; ids sort by creation time too, so ties are rare and still deterministic.
@@ -282,6 +290,8 @@ class MessageRow(Base):
 
 
 class ToolCallRow(Base):
+    """A tool call of a run."""
+
     __tablename__ = "tool_calls"
     __table_args__ = (
         # Providers' call ids are only unique within a response (some reuse "call_0").
@@ -336,6 +346,8 @@ ONE_TERMINAL_PREDICATE: Final = "kind = 'run_finished'"
 
 
 class RunEventRow(Base):
+    """A run's events, by seq: what viewers replay."""
+
     __tablename__ = "run_events"
     __table_args__ = (
         # A run has one ending: a second terminal event (a recovery racing a late final
