@@ -38,17 +38,19 @@ from pydantic_ai.usage import RequestUsage
 
 from tether.errors import UsageError
 from tether.runtimes._llama import (
+    LocalChatStream,
+    LocalLlama,
+    close_default_local_llama,
+    default_local_llama,
+)
+from tether.runtimes._llama_context import (
     PROVIDER,
     ChatMessage,
     FinishReason,
     GenerationOptions,
     GenerationResult,
-    LocalChatStream,
-    LocalLlama,
     Role,
     chat_turns,
-    close_default_local_llama,
-    default_local_llama,
     embedded_model_missing,
     find_smollm2_gguf,
 )

@@ -18,7 +18,7 @@ from agno.models.message import Message
 from agno.models.response import ModelResponse
 
 from tether.errors import UsageError
-from tether.runtimes._llama import Role
+from tether.runtimes._llama_context import Role
 from tether.runtimes.local import (
     MODEL_NAME,
     ChatMessage,
