@@ -21,9 +21,15 @@ function Chat() {
           <b>{m.role}:</b> {m.parts.filter((p) => p.type === 'text').map((p) => p.text).join('')}
         </p>
       ))}
-      <form onSubmit={(e) => { e.preventDefault(); sendMessage({ text: input }); setInput(''); }}>
+      <form onSubmit={(e) => {
+        e.preventDefault();
+        if (input.trim()) { sendMessage({ text: input }); setInput(''); }
+      }}>
         <input value={input} onChange={(e) => setInput(e.target.value)} disabled={busy} />
-        {busy ? <button type="button" onClick={stop}>Stop</button> : <button>Send</button>}
+        {/* Distinct keys: reusing one <button> would turn the Stop click into a submit. */}
+        {busy
+          ? <button key="stop" type="button" onClick={stop}>Stop</button>
+          : <button key="send" type="submit">Send</button>}
       </form>
     </main>
   );
