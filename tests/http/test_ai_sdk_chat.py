@@ -176,6 +176,29 @@ async def test_resuming_the_stream_of_a_run_resumed_after_approval_replays_both_
     assert outbox.sent == [call]
 
 
+async def test_an_approval_response_while_the_run_streams_answers_409(
+    tether_app: Tether, http: httpx.AsyncClient
+) -> None:
+    model = scripted([text("Hello "), Gate()])
+    tether_app.agent("a")(lambda ctx: model.agent())
+    async with http.stream("POST", "/agents/a/chat", json=body("chat-5", "hi")) as response:
+        await read_parts(response.aiter_lines(), "text-delta")
+        run_id = response.headers["x-tether-run-id"]
+        part = {"type": "tool-x", "toolCallId": "c", "state": "approval-responded"}
+        answered = {
+            "id": "a",
+            "role": "assistant",
+            "parts": [{**part, "approval": {"id": "c", "approved": True}}],
+        }
+        approval = {"id": "chat-5", "messages": [answered], "trigger": "submit-message"}
+        refused = await http.post("/agents/a/chat", json=approval)
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert (await http.post("/agents/a/chat/chat-5/stop")).json()["accepted"] is True
+    record = await terminal(tether_app, run_id)
+    assert (record.status, record.reason) == ("cancelled", "user")
+
+
 async def test_another_users_chat_is_not_found(tether_app: Tether, http: httpx.AsyncClient) -> None:
     assert (await http.post("/agents/a/chat/nope/stop")).status_code == 404
     assert (await http.get("/agents/a/chat/nope/stream")).status_code == 404

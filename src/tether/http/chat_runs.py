@@ -16,7 +16,7 @@ from typing import cast
 from sse_starlette import EventSourceResponse
 
 from tether.app import RunHandle
-from tether.errors import Conflict, NotFound, UsageError
+from tether.errors import NotFound, UsageError
 from tether.events import RunEvent, ToolDecision, parse_event
 from tether.http.sse import STORE_PAGE, event_stream, stored_pages
 from tether.http.state import HttpState
@@ -77,8 +77,8 @@ async def resume_chat_run(
     record = await state.engine.store.active_run(SessionId(session_id))
     if record is None or record.user_id != user:
         raise NotFound(f"no paused run in session {session_id}", session_id=session_id)
-    if record.status != "paused":
-        raise Conflict(f"run {record.run_id} is {record.status}", run_id=record.run_id)
+    # Deliberate: no status check here. A run that just sent its pause may not be stored
+    # `paused` yet; the engine waits for that write, then refuses a run that isn't paused.
     limit = state.settings.max_message_chars
     if any(d.message is not None and len(d.message) > limit for d in decisions):
         raise UsageError(f"a denial message is longer than {limit} characters", limit=limit)
