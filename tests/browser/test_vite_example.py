@@ -115,3 +115,26 @@ def test_stop_in_the_use_chat_page_cancels_the_run_and_keeps_the_partial_text(
     expect(page.locator("p")).to_have_count(2)
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("main").screenshot(path=str(ARTIFACTS / "use-chat-example-stopped.png"))
+
+
+def test_approve_in_the_use_chat_page_resumes_the_paused_run(
+    page: Page, server: Server, example_url: str
+) -> None:
+    page.goto(f"{example_url}/?agent=records-clerk")
+    page.get_by_role("textbox").fill("Delete record R-7")
+    with page.expect_response("**/agents/records-clerk/chat") as sent:
+        page.get_by_role("button", name="Send").click()
+    run_id = sent.value.headers["x-tether-run-id"]
+    tool = page.locator("[data-tool-state]")
+    expect(tool).to_have_attribute("data-tool-state", "approval-requested")
+    assert server.get(f"/runs/{run_id}").json()["status"] == "paused"
+
+    with page.expect_response("**/agents/records-clerk/chat") as resumed:
+        page.get_by_role("button", name="Approve").click()
+    assert resumed.value.headers["x-tether-run-id"] == run_id  # the same run, resumed
+    answer = page.locator("p", has_text="assistant:")
+    expect(answer).to_contain_text("The tool answered: record R-7 deleted")
+    expect(tool).to_have_attribute("data-tool-state", "output-available")
+    expect(page.locator("p")).to_have_count(2)  # one exchange: the answer continued its message
+    end = run_end(server, run_id)
+    assert end["status"] == "completed"

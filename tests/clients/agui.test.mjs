@@ -78,7 +78,8 @@ async function interrupted() {
   const events = [];
   await agent.runAgent({ runId: 'r4' }, { onEvent: ({ event }) => events.push(event) });
   assert.equal(events.at(-1).outcome.type, 'interrupt');
-  assert.deepEqual(agent.pendingInterrupts.map((i) => i.toolCallId), ['call-1']);
+  assert.equal(agent.pendingInterrupts.length, 1);
+  assert.match(agent.pendingInterrupts[0].toolCallId, /^call-/);
   assert.equal((await (await fetch(`${BASE}/sessions/${threadId}`)).json()).runs.at(-1).status, 'paused');
   return { agent, threadId };
 }

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import anyio
 import pytest
@@ -44,7 +45,9 @@ async def _clerk(
         yield f"The tool said: {returned[-1].model_response_str()}"
         return
     args = json.dumps({"to": "ann@example.com", "body": "hi"})
-    yield {0: DeltaToolCall(name="send_email", json_args=args, tool_call_id="call-1")}
+    # Call ids are unique across runs, as a provider's are: storage keys tool calls by them.
+    call_id = f"call-{uuid4().hex[:12]}"
+    yield {0: DeltaToolCall(name="send_email", json_args=args, tool_call_id=call_id)}
 
 
 def _clerk_agent(outbox: Outbox) -> Agent[None, str]:
