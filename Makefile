@@ -62,8 +62,9 @@ webtest:
 # which would break every anyio test run after it in the same process.
 pytest:
 	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
+	cd examples/js && npm ci --no-audit --no-fund --loglevel=error
 	$(VENV)/bin/pytest -m "not browser"
 	$(VENV)/bin/pytest -m browser
 
 clean:
-	rm -rf $(VENV) $(TOOLS) dist .pytest_cache .ruff_cache web/node_modules tests/clients/node_modules
+	rm -rf $(VENV) $(TOOLS) dist .pytest_cache .ruff_cache web/node_modules tests/clients/node_modules examples/js/node_modules

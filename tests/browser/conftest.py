@@ -52,7 +52,7 @@ class Server:
         return httpx.get(f"{self.base_url}{path}", headers=headers, timeout=5)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # A small race (the port is released before uvicorn binds it) is accepted: the kernel does
     # not hand out a just-released ephemeral port again right away.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -80,7 +80,7 @@ def _wait_healthy(base_url: str, process: "subprocess.Popen[bytes]", log: Path) 
 @contextmanager
 def serving(data_dir: Path, *, api_keys: str = "") -> Generator[str]:
     """Run the browser-test server until the block ends; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env |= {
         "TETHER_DATA_DIR": str(data_dir),

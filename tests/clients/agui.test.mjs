@@ -1,8 +1,9 @@
 // @ag-ui/client's HttpAgent against tether's AG-UI route (#17): run, abortRun(), server stop.
-// Started by tests/http/test_clients_node.py with TETHER_URL (agents "hello" and "park").
+// Started by tests/http/test_clients_node.py with TETHER_URL (agents "hello", "park" and "clerk",
+// whose send_email call needs approval). Resume: an interrupt answered through RunAgentInput.resume.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HttpAgent } from '@ag-ui/client';
+import { HttpAgent, buildResumeArray } from '@ag-ui/client';
 
 const BASE = process.env.TETHER_URL;
 
@@ -70,4 +71,46 @@ test('a server-side stop closes the message and ends with outcome cancelled', as
   assert.equal(run.status, 'cancelled');
   assert.equal(run.reason, 'user');
   assert.deepEqual(assistantTexts(session), ['Hello ']);
+});
+
+async function interrupted() {
+  const { agent, threadId } = agentFor('clerk');
+  const events = [];
+  await agent.runAgent({ runId: 'r4' }, { onEvent: ({ event }) => events.push(event) });
+  assert.equal(events.at(-1).outcome.type, 'interrupt');
+  assert.equal(agent.pendingInterrupts.length, 1);
+  assert.match(agent.pendingInterrupts[0].toolCallId, /^call-/);
+  assert.equal((await (await fetch(`${BASE}/sessions/${threadId}`)).json()).runs.at(-1).status, 'paused');
+  return { agent, threadId };
+}
+
+async function resume(agent, response) {
+  const [interrupt] = agent.pendingInterrupts;
+  const events = [];
+  await agent.runAgent(
+    { runId: 'r5', resume: buildResumeArray(agent.pendingInterrupts, { [interrupt.id]: response }) },
+    { onEvent: ({ event }) => events.push(event) },
+  );
+  return events;
+}
+
+test('resolving the interrupt resumes the paused run, which calls the tool and succeeds', async () => {
+  const { agent, threadId } = await interrupted();
+  const events = await resume(agent, { status: 'resolved' });
+  assert.equal(events.at(-1).outcome.type, 'success');
+  assert.deepEqual(agent.pendingInterrupts, []);
+  const { run, session } = await lastRun(threadId);
+  assert.equal(run.status, 'completed');
+  assert.equal(assistantTexts(session).at(-1), 'The tool said: sent to ann@example.com');
+  assert.equal(agent.messages.at(-1).content, assistantTexts(session).at(-1)); // stored == streamed
+});
+
+test('cancelling the interrupt denies the call: the run goes on without it', async () => {
+  const { agent, threadId } = await interrupted();
+  const events = await resume(agent, { status: 'cancelled' });
+  assert.equal(events.at(-1).outcome.type, 'success');
+  const { run, session } = await lastRun(threadId);
+  assert.equal(run.status, 'completed');
+  assert.match(assistantTexts(session).at(-1), /^The tool said: /);
+  assert.doesNotMatch(assistantTexts(session).at(-1), /sent to/);
 });

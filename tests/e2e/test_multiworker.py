@@ -8,6 +8,7 @@ it with a new message. Everything waits on SSE frames or on the run's stored sta
 ``fail_after``.
 """
 
+import json
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -15,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from uuid import uuid4
 
 import anyio
 import httpx
@@ -344,6 +346,70 @@ async def test_run_paused_on_one_worker_is_resumed_on_the_other(
     assert resumed.text == "The tool said: note sent to ops"
     stored = await get_json(a, f"/runs/{stream.run_id}")
     assert (stored["status"], stored["awaiting_approval"]) == ("completed", [])
+
+
+async def read_parts(stream: Stream, *, until: str, count: int = 1) -> None:
+    """Read AI SDK UI message stream parts until the ``count``-th of type ``until``."""
+    while True:
+        data = (await stream.next_frame()).data
+        assert data != "[DONE]", f"the stream ended before {until}"
+        if json.loads(data)["type"] == until:
+            count -= 1
+            if count == 0:
+                return
+
+
+async def read_parts_to_done(stream: Stream) -> list[dict[str, Any]]:
+    """Read through ``[DONE]``; every part the stream sent, in order."""
+    while stream.frames[-1:] == [] or stream.frames[-1].data != "[DONE]":
+        await stream.next_frame()
+    return [json.loads(f.data) for f in stream.frames[:-1]]
+
+
+@pytest.mark.redis
+async def test_ai_sdk_chat_resumed_on_the_other_worker_replays_from_the_start_then_follows(
+    pair: tuple[Worker, Worker],
+) -> None:
+    """Issue #17: the AI SDK resume route on B while A drives the run (it answered 204)."""
+    a, b = pair
+    chat_id = f"chat-{uuid4().hex}"
+    user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "talk"}]}
+    body = {"id": chat_id, "messages": [user], "trigger": "submit-message", "resumable": True}
+    async with (
+        a.client() as client,
+        client.stream("POST", f"/agents/{AGENT}/chat", json=body) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        first = Stream(response)
+        await read_parts(first, until="text-delta", count=WORDS_BEFORE_STOP)
+    run_id = first.response.headers["x-tether-run-id"]
+    seen = "".join(json.loads(f.data).get("delta", "") for f in first.frames)
+    # The page left A (a resumable chat: the run goes on there) and reconnects through B.
+    async with (
+        b.client(timeout=httpx.Timeout(10, read=None)) as client,
+        client.stream("GET", f"/agents/{AGENT}/chat/{chat_id}/stream") as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["x-tether-run-id"] == run_id
+        resumed = Stream(response)
+        await read_parts(resumed, until="text-delta", count=50)
+        stop = await client.post(f"/agents/{AGENT}/chat/{chat_id}/stop")
+        assert stop.json()["accepted"] is True
+        with anyio.fail_after(STOP_TIMEOUT_S):
+            parts = await read_parts_to_done(resumed)
+
+    assert parts[0] == {"type": "start", "messageId": run_id}
+    assert [p["type"] for p in parts[-2:]] == ["text-end", "abort"]
+    assert parts[-1]["reason"] == "user"
+    text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+    assert text.startswith(seen)  # the replay starts at the run's first word
+    assert text == words(len(text) // len(word(0)))
+    run = await get_json(b, f"/runs/{run_id}")
+    assert (run["status"], run["reason"]) == ("cancelled", "user")
+    session = await get_json(b, f"/sessions/{chat_id}")
+    assert [m["content"] for m in session["messages"] if m["role"] == "assistant"] == [text]
+    async with b.client() as client:
+        assert (await client.get(f"/agents/{AGENT}/chat/{chat_id}/stream")).status_code == 204
 
 
 @pytest.mark.redis

@@ -11,8 +11,9 @@ import anyio
 import httpx
 import pytest
 
+from tests.approvals import Outbox
 from tests.http._server import serving
-from tests.scripted import Gate, scripted, text
+from tests.scripted import Gate, scripted, text, tool_call
 from tether import Settings, Tether
 from tether.http import create_app
 from tether.ids import RunId, SessionId
@@ -133,6 +134,69 @@ async def test_a_resumable_chat_survives_a_drop_resumes_and_stops_at_the_stop_en
     record = await terminal(tether_app, run_id)
     assert (record.status, record.reason) == ("cancelled", "user")
     assert (await http.get("/agents/a/chat/chat-3/stream")).status_code == 204
+
+
+async def test_resuming_the_stream_of_a_run_resumed_after_approval_replays_both_legs(
+    tether_app: Tether, http: httpx.AsyncClient
+) -> None:
+    """A reconnect rebuilds the whole message: tool call, approval, result, then the text."""
+    outbox, gate = Outbox(), Gate()
+    call = {"to": "ann@example.com", "body": "hi"}
+    model = scripted([tool_call("send_email", call, call_id="call-1")], [text("Sent. "), gate])
+    tether_app.agent("a")(lambda ctx: model.agent(tools=[outbox.tool()]))
+    paused = parts_of((await http.post("/agents/a/chat", json=body("chat-4", "mail ann"))).text)
+    part = {"type": "tool-send_email", "toolCallId": "call-1", "state": "approval-responded"}
+    answered = {
+        "id": paused[0]["messageId"],
+        "role": "assistant",
+        "parts": [{**part, "input": call, "approval": {"id": "call-1", "approved": True}}],
+    }
+    approval = {"id": "chat-4", "messages": [answered], "trigger": "submit-message"}
+    async with http.stream("POST", "/agents/a/chat", json={**approval, "resumable": True}):
+        with anyio.fail_after(5):
+            await gate.reached.wait()
+    async with http.stream("GET", "/agents/a/chat/chat-4/stream") as response:
+        lines = response.aiter_lines()
+        replayed = await read_parts(lines, "text-delta")
+        gate.open()
+        with anyio.fail_after(5):
+            rest = parts_of("\n".join([line async for line in lines]))
+    assert types(replayed) == [
+        "start",
+        "start-step",
+        "tool-input-available",
+        "tool-approval-request",
+        "finish-step",
+        "start-step",
+        "tool-output-available",
+        "text-start",
+        "text-delta",
+    ]
+    assert types(rest) == ["text-end", "finish-step", "finish", "[DONE]"]
+    assert outbox.sent == [call]
+
+
+async def test_an_approval_response_while_the_run_streams_answers_409(
+    tether_app: Tether, http: httpx.AsyncClient
+) -> None:
+    model = scripted([text("Hello "), Gate()])
+    tether_app.agent("a")(lambda ctx: model.agent())
+    async with http.stream("POST", "/agents/a/chat", json=body("chat-5", "hi")) as response:
+        await read_parts(response.aiter_lines(), "text-delta")
+        run_id = response.headers["x-tether-run-id"]
+        part = {"type": "tool-x", "toolCallId": "c", "state": "approval-responded"}
+        answered = {
+            "id": "a",
+            "role": "assistant",
+            "parts": [{**part, "approval": {"id": "c", "approved": True}}],
+        }
+        approval = {"id": "chat-5", "messages": [answered], "trigger": "submit-message"}
+        refused = await http.post("/agents/a/chat", json=approval)
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert (await http.post("/agents/a/chat/chat-5/stop")).json()["accepted"] is True
+    record = await terminal(tether_app, run_id)
+    assert (record.status, record.reason) == ("cancelled", "user")
 
 
 async def test_another_users_chat_is_not_found(tether_app: Tether, http: httpx.AsyncClient) -> None:

@@ -42,7 +42,7 @@ from fastapi import APIRouter, Depends, Path
 from sse_starlette import EventSourceResponse
 
 from tether.app import RunHandle
-from tether.errors import Conflict, NotFound, UsageError
+from tether.errors import UsageError
 from tether.events import (
     RunEvent,
     RunFinished,
@@ -53,10 +53,15 @@ from tether.events import (
     ToolDecision,
 )
 from tether.http.auth import Authenticator
-from tether.http.chat_runs import chat_stream, ensure_session, start_chat_run
+from tether.http.chat_runs import (
+    chat_stream,
+    ensure_session,
+    resume_chat_run,
+    start_chat_run,
+)
 from tether.http.problems import problem_responses
 from tether.http.state import HttpState
-from tether.ids import SessionId, UserId
+from tether.ids import UserId
 
 AgentName = Annotated[str, Path(min_length=1, max_length=128)]
 
@@ -106,11 +111,6 @@ def _new_user_text(body: RunAgentInput) -> str:
 
 
 async def _resume(state: HttpState, body: RunAgentInput, *, user: UserId) -> RunHandle:
-    record = await state.engine.store.active_run(SessionId(body.thread_id))
-    if record is None or record.user_id != user:
-        raise NotFound(f"no paused run in thread {body.thread_id}", session_id=body.thread_id)
-    if record.status != "paused":
-        raise Conflict(f"run {record.run_id} is {record.status}", run_id=record.run_id)
     decisions: list[ToolDecision] = []
     for entry in body.resume or ():
         raw: object = entry.payload
@@ -123,10 +123,7 @@ async def _resume(state: HttpState, body: RunAgentInput, *, user: UserId) -> Run
                 args=cast("dict[str, Any]", args) if isinstance(args, dict) else None,
             )
         )
-    state.require_running()
-    handle = await state.tether.resume(record.run_id, decisions, user_id=user)
-    state.track(handle, user=user, client_request_id=None, is_resumed=True)
-    return handle
+    return await resume_chat_run(state, session_id=body.thread_id, decisions=decisions, user=user)
 
 
 def _has_cancelled_outcome(body: RunAgentInput) -> bool:

@@ -9,15 +9,18 @@ chat or thread id becomes a tether session, created on first use and owned by th
 """
 
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import cast
 
 from sse_starlette import EventSourceResponse
 
 from tether.app import RunHandle
 from tether.errors import NotFound, UsageError
-from tether.http.sse import event_stream
+from tether.events import RunEvent, ToolDecision, parse_event
+from tether.http.sse import STORE_PAGE, event_stream, stored_pages
 from tether.http.state import HttpState
-from tether.ids import SessionId, UserId
+from tether.ids import RunId, SessionId, UserId
 from tether.records import SessionRecord
 
 
@@ -58,6 +61,61 @@ async def start_chat_run(
     handle = await state.tether.start(agent, message, user_id=user, session_id=session_id)
     state.track(handle, user=user, client_request_id=None)
     return handle
+
+
+async def resume_chat_run(
+    state: HttpState, *, session_id: str, decisions: Sequence[ToolDecision], user: UserId
+) -> RunHandle:
+    """Resume the session's paused run with ``decisions``, as ``POST /runs/{id}/resume`` does.
+
+    Raises:
+        NotFound: the session has no active run of this user.
+        Conflict: its active run is not paused.
+        UsageError: a denial's message is too long, or the decisions don't answer exactly the
+            calls that wait.
+    """
+    record = await state.engine.store.active_run(SessionId(session_id))
+    if record is None or record.user_id != user:
+        raise NotFound(f"no paused run in session {session_id}", session_id=session_id)
+    # Deliberate: no status check here. A run that just sent its pause may not be stored
+    # `paused` yet; the engine waits for that write, then refuses a run that isn't paused.
+    limit = state.settings.max_message_chars
+    if any(d.message is not None and len(d.message) > limit for d in decisions):
+        raise UsageError(f"a denial message is longer than {limit} characters", limit=limit)
+    state.require_running()
+    handle = await state.tether.resume(record.run_id, decisions, user_id=user)
+    state.track(handle, user=user, client_request_id=None, is_resumed=True)
+    return handle
+
+
+async def replayed_events(state: HttpState, run_id: RunId) -> AsyncGenerator[RunEvent, None]:
+    """A run's events from its first, then live, through its ending or pause, wherever it runs.
+
+    A run this process drives: what the store holds from before its in-memory events (a resumed
+    run keeps only those from its ``run_resumed`` on), then those, live. A run driven by another
+    worker: the store, then the event bus (``stored_pages``), as ``GET /runs/{id}/events``
+    serves it. Stored events are parsed back (validated): a reconnect path, not a per-token one.
+    """
+    engine = state.engine
+    run = engine.runs.get(run_id)
+    if run is None:
+        async for page in stored_pages(engine, run_id, -1):
+            for stored in page:
+                yield parse_event(stored.payload)
+        return
+    after = -1
+    async with aclosing(cast("AsyncGenerator[RunEvent, None]", run.events())) as live:
+        async for event in live:
+            while event.seq > after + 1:  # only before a resumed run's first event
+                page = await engine.store.events_after(run_id, after, limit=STORE_PAGE)
+                page = [e for e in page if e.seq < event.seq]
+                if not page:
+                    break
+                for stored in page:
+                    yield parse_event(stored.payload)
+                after = page[-1].seq
+            after = event.seq
+            yield event
 
 
 def chat_stream(

@@ -113,9 +113,17 @@ async def stored_frames(
 
     Each chunk holds every frame available at that moment (a replay sends pages, not events).
     """
+    async for page in stored_pages(engine, run_id, after_seq):
+        yield b"".join(frame(e.seq, e.kind, e.payload) for e in page)
+
+
+async def stored_pages(
+    engine: Engine, run_id: RunId, after_seq: int
+) -> AsyncGenerator[list[StoredEvent], None]:
+    """The events ``stored_frames`` sends, as stored: each page contiguous and never empty."""
     source = _StoredEvents(engine.store, engine.event_bus, run_id, after_seq=after_seq)
-    while chunk := await source.next_chunk():
-        yield chunk
+    while page := await source.next_page():
+        yield page
 
 
 class _StoredEvents:
@@ -128,8 +136,8 @@ class _StoredEvents:
         self._is_at_pause = False
         """The last event taken is a ``run_paused``."""
 
-    async def next_chunk(self) -> bytes:
-        """The next frames, waiting for them if need be; empty once the run is over (or paused)."""
+    async def next_page(self) -> list[StoredEvent]:
+        """The next events, waiting for them if need be; empty once the run is over (or paused)."""
         while not self._is_over:
             page = await self._store.events_after(self._run_id, self._after, limit=STORE_PAGE)
             if page:
@@ -157,31 +165,31 @@ class _StoredEvents:
                     self._is_over = True
                 case terminal:
                     self._is_over = True
-                    return terminal
-        return b""
+                    return [terminal]
+        return []
 
-    def _take(self, events: list[StoredEvent]) -> bytes:
-        frames: list[bytes] = []
+    def _take(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        taken: list[StoredEvent] = []
         for event in events:
-            if event.seq != self._after + 1 and frames:
-                break  # keep the chunk contiguous; the rest comes from the next read
-            frames.append(frame(event.seq, event.kind, event.payload))
+            if event.seq != self._after + 1 and taken:
+                break  # keep the page contiguous; the rest comes from the next read
+            taken.append(event)
             self._after = event.seq
             self._is_at_pause = event.kind == "run_paused"
             if event.kind == "run_finished":
                 self._is_over = True
                 break
-        return b"".join(frames)
+        return taken
 
 
 async def _check_end(
     store: Store, run_id: RunId, after: int
-) -> Literal["live", "more", "over"] | bytes:
+) -> Literal["live", "more", "over"] | StoredEvent:
     """Whether a run with nothing new after ``after`` is still going, and if not how it ends.
 
     ``more``: events were stored meanwhile; ``over``: the client has the terminal event, or the
-    run is gone, or paused with nothing after ``after``; bytes: the run is over but its terminal
-    event was never stored, so here is one built from its record.
+    run is gone, or paused with nothing after ``after``; an event: the run is over but its
+    terminal event was never stored, so here is one built from its record.
     """
     record = await store.get_run(run_id)
     if record is None:
@@ -203,7 +211,9 @@ async def _check_end(
         usage=record.usage,
         error=record.error,
     )
-    return frame(terminal.seq, terminal.kind, event_json(terminal))
+    return StoredEvent(
+        run_id=run_id, seq=terminal.seq, kind=terminal.kind, payload=event_json(terminal)
+    )
 
 
 async def is_seen_to_end(store: Store, run_id: RunId, after: int) -> bool:
