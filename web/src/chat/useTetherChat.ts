@@ -21,9 +21,9 @@
 
 import { computed, getCurrentScope, onScopeDispose, ref, shallowRef } from 'vue'
 import { ApiError, AuthError, TetherClient, type FetchLike } from '../api/client'
-import { StreamIdleError } from '../api/sse'
-import type { AgentInfo, RunEvent, SessionSummary } from '../api/types'
+import type { AgentInfo, Json, RunEvent, SessionSummary } from '../api/types'
 import { awaitingCalls, collectDecisions } from './approval'
+import { describe, isRetryable } from './failure'
 import {
   applyEvent,
   childIds,
@@ -38,6 +38,7 @@ import {
   type ToolCallView,
   type Transcript,
 } from './transcript'
+import { dropUnsent, isWorthResending, markUnsent, sendFailureInWords, withMessageBack } from './unsent'
 
 export interface KeyValueStorage {
   getItem(key: string): string | null
@@ -99,7 +100,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   const ready = ref(false)
   const authRequired = ref<boolean | null>(null)
   const authError = ref<string | null>(null)
-  const agents = ref<AgentInfo[]>([])
+  const agents = shallowRef<AgentInfo[]>([])
   const agent = ref<string | null>(null)
   const sessions = ref<SessionSummary[]>([])
   const nextBefore = ref<string | null>(null)
@@ -111,6 +112,10 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   /** The top-level run the composer is bound to ("pending:…" until the server names it). */
   const currentRunId = ref<string | null>(null)
   const banner = shallowRef<Banner | null>(null)
+  /** The composer's text: a send that fails puts its message back here. */
+  const draft = ref('')
+  /** The `context` every run of this chat is started with (see useAgentContext). */
+  const runContext = shallowRef<Record<string, Json> | null>(null)
 
   const needsKey = computed(() => authError.value !== null || (authRequired.value === true && !apiKey.value))
   const currentRun = computed<RunView | null>(() =>
@@ -190,12 +195,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   }
 
   async function selectAgent(name: string, opts: { sessionId?: string | null } = {}): Promise<void> {
-    if (name !== agent.value) {
-      agent.value = name
-      local.setItem(STORAGE_KEYS.agent, name)
-      sessions.value = []
-      nextBefore.value = null
-    }
+    setAgent(name)
     if (opts.sessionId) {
       void loadSessions()
       await openSession(opts.sessionId)
@@ -205,15 +205,19 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     }
   }
 
+  function setAgent(name: string): void {
+    if (name === agent.value) return
+    agent.value = name
+    local.setItem(STORAGE_KEYS.agent, name)
+  }
+
   // ---- sessions ---------------------------------------------------------------------------
 
+  /** The sidebar lists the user's sessions of every agent, most recently active first. */
   async function loadSessions(more = false): Promise<void> {
-    const name = agent.value
-    if (!name) return
     sessionsLoading.value = true
     try {
-      const page = await client.sessions(name, { limit: pageSize, before: more ? nextBefore.value : null })
-      if (name !== agent.value) return
+      const page = await client.allSessions({ limit: pageSize, before: more ? nextBefore.value : null })
       if (more) {
         const seen = new Set(sessions.value.map((s) => s.session_id))
         sessions.value = [...sessions.value, ...page.sessions.filter((s) => !seen.has(s.session_id))]
@@ -245,6 +249,9 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     try {
       const detail = await client.session(id)
       if (mine !== epoch) return
+      // Opening another agent's session from the sidebar switches the agent with it.
+      if (agents.value.some((a) => a.name === detail.agent)) setAgent(detail.agent)
+      saveView()
       transcript.value = transcriptFromSession(detail)
       loadedTitle.value = detail.title
       const active = detail.active_run_id
@@ -310,6 +317,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     const crid = newId()
     const viewId = PENDING + crid
     const t = transcript.value
+    dropUnsent(t)
     t.items.push({ kind: 'user', key: `user:${crid}`, content: message, run_id: viewId })
     t.runs[viewId] = newRunView(viewId, { agent: name })
     t.items.push({ kind: 'run', key: `run:${crid}`, run_id: viewId })
@@ -333,6 +341,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       client_request_id: crid,
       on_disconnect: 'continue' as const,
       ...(sessionId.value ? { session_id: sessionId.value } : {}),
+      ...(runContext.value ? { context: runContext.value } : {}),
     }
     void consume(viewId, true, (signal) => client.startRun(name, body, signal))
   }
@@ -477,6 +486,10 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     if (!view || isFinished(view)) return
     if (!top && settleFromReport(view)) return
     if (view.paused?.submitting && resumeFailed(view, err)) return
+    if (top && viewId.startsWith(PENDING)) {
+      sendFailed(viewId, err)
+      return
+    }
     if (err instanceof AuthError) {
       fail(err, null)
       return
@@ -490,7 +503,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       view.paused = null
       if (top) perTab.removeItem(STORAGE_KEYS.run)
       const session = sessionId.value
-      const reload = top && session && !viewId.startsWith(PENDING) ? () => openSession(session) : null
+      const reload = top && session ? () => openSession(session) : null
       banner.value = { message: describe(err), retry: reload }
       return
     }
@@ -501,24 +514,42 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     }
   }
 
-  /** Resume every broken stream from the last event applied. */
+  /**
+   * The send failed before the server named its run (see unsent.ts): the message goes back into
+   * the composer. A busy session is reloaded, so the run that keeps it busy shows.
+   */
+  function sendFailed(viewId: string, err: unknown): void {
+    const reason = err ? sendFailureInWords(err) : 'the connection closed before the run started'
+    markUnsent(transcript.value, viewId, reason)
+    perTab.removeItem(STORAGE_KEYS.run)
+    draft.value = withMessageBack(draft.value, pendingMessage ?? '')
+    pendingMessage = null
+    if (err instanceof AuthError) return fail(err, null)
+    const resend = isWorthResending(err) ? async () => void sendDraft() : null
+    const notice: Banner = { message: `Not sent: ${reason}. Your message is back in the message box.`, retry: resend }
+    banner.value = notice
+    const busyWith = err instanceof ApiError ? err.problem.active_run_id : null
+    const session = sessionId.value
+    if (busyWith && session && !transcript.value.runs[busyWith]) {
+      void openSession(session).then(() => (banner.value ??= notice))
+    }
+  }
+
+  /** Send what the composer holds; it empties once the message is taken. */
+  function sendDraft(): boolean {
+    const taken = send(draft.value)
+    if (taken) draft.value = ''
+    return taken
+  }
+
+  /** Resume every broken stream from the last event applied (top-level ones have an id by now). */
   async function retryStreams(): Promise<void> {
     banner.value = null
     const entries = [...broken.entries()]
     broken.clear()
     for (const [viewId, { top }] of entries) {
       const view = transcript.value.runs[viewId]
-      if (!view || isFinished(view)) continue
-      if (!viewId.startsWith(PENDING)) {
-        follow(viewId, view.last_seq, top)
-      } else if (sessionId.value) {
-        // The run may or may not exist: the session says which, and resumes it if it does.
-        await openSession(sessionId.value)
-      } else if (pendingMessage && clientRequestId) {
-        // Deliberate: the same client_request_id, so a server that did get the first try can
-        // recognise the retry instead of starting a second run.
-        startRun(viewId, pendingMessage, clientRequestId)
-      }
+      if (view && !isFinished(view)) follow(viewId, view.last_seq, top)
     }
   }
 
@@ -744,6 +775,9 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     isStopping,
     isAwaitingApproval,
     banner,
+    draft,
+    runContext,
+    client,
     // actions
     init,
     setApiKey,
@@ -756,6 +790,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     renameSession,
     deleteSession,
     send,
+    sendDraft,
     stop,
     decide,
     undoDecision,
@@ -766,19 +801,6 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
 }
 
 export type TetherChat = ReturnType<typeof useTetherChat>
-
-function isRetryable(status: number): boolean {
-  return status >= 500 || status === 408 || status === 429
-}
-
-export function describe(err: unknown): string {
-  if (err instanceof ApiError) return err.message
-  if (err instanceof StreamIdleError) return `the server went quiet (${err.message})`
-  if (err instanceof DOMException && err.name === 'TimeoutError') return 'the server did not answer in time'
-  if (err instanceof TypeError) return "can't reach the server"
-  if (err instanceof Error) return err.message
-  return String(err)
-}
 
 function readJson<T>(storage: KeyValueStorage, key: string): T | null {
   try {
