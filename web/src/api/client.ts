@@ -137,9 +137,16 @@ export class TetherClient {
     yield* this.events(response)
   }
 
-  /** The session's live feed from now on: runs starting and ending, title changes. */
-  async *sessionEvents(sessionId: string, signal?: AbortSignal): AsyncGenerator<SessionFeedEvent> {
+  /**
+   * Open the session's live feed (from now on: runs starting and ending, title changes). Resolves
+   * once the server has answered, so the caller knows the feed is connected.
+   */
+  async openSessionFeed(sessionId: string, signal?: AbortSignal): Promise<AsyncIterable<SessionFeedEvent>> {
     const response = await this.send('GET', `/sessions/${enc(sessionId)}/events`, { signal, stream: true })
+    return this.feedEvents(response)
+  }
+
+  private async *feedEvents(response: Response): AsyncGenerator<SessionFeedEvent> {
     if (!response.body) return
     for await (const frame of readSse(response.body, this.sse)) {
       let data: unknown

@@ -49,3 +49,8 @@ export function withMessageBack(draft: string, message: string): string {
   if (!typed || typed === message.trim()) return message
   return `${message}\n\n${draft}`
 }
+
+/** `text` ending with a full stop (unless it already ends a sentence). */
+export function sentence(text: string): string {
+  return /[.!?]$/.test(text) ? text : `${text}.`
+}

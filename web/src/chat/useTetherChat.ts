@@ -38,7 +38,7 @@ import {
   type ToolCallView,
   type Transcript,
 } from './transcript'
-import { dropUnsent, isWorthResending, markUnsent, sendFailureInWords, withMessageBack } from './unsent'
+import { dropUnsent, isWorthResending, markUnsent, sendFailureInWords, sentence, withMessageBack } from './unsent'
 
 export interface KeyValueStorage {
   getItem(key: string): string | null
@@ -80,7 +80,8 @@ export const STORAGE_KEYS = {
   run: 'tether.run',
 } as const
 
-const PENDING = 'pending:'
+/** The id prefix of a run view the server has not named yet. */
+export const PENDING = 'pending:'
 
 export function useTetherChat(options: UseTetherChatOptions = {}) {
   const local = options.localStorage ?? browserStorage('localStorage')
@@ -526,7 +527,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     pendingMessage = null
     if (err instanceof AuthError) return fail(err, null)
     const resend = isWorthResending(err) ? async () => void sendDraft() : null
-    const notice: Banner = { message: `Not sent: ${reason}. Your message is back in the message box.`, retry: resend }
+    const notice: Banner = { message: `Not sent: ${sentence(reason)} Your message is back in the message box.`, retry: resend }
     banner.value = notice
     const busyWith = err instanceof ApiError ? err.problem.active_run_id : null
     const session = sessionId.value
@@ -811,7 +812,7 @@ function readJson<T>(storage: KeyValueStorage, key: string): T | null {
   }
 }
 
-function browserStorage(name: 'localStorage' | 'sessionStorage'): KeyValueStorage {
+export function browserStorage(name: 'localStorage' | 'sessionStorage'): KeyValueStorage {
   try {
     const storage = globalThis[name]
     if (storage) return storage
