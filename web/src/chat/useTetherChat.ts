@@ -8,6 +8,9 @@
  *   server's `run_finished` arrives. Aborting a fetch is never how a run is stopped.
  * - A stream that ends without `run_finished`, or any failed request, raises a banner with a
  *   Retry; nothing waits silently. Retrying a stream replays from the last applied seq.
+ * - A send that fails before the server names its run keeps the message: it goes back into
+ *   `draft` (the composer) and its turn says why it was not sent (unsent.ts).
+ * - Stop's progress is one explicit state (stopState.ts).
  * - A streaming run's id and last seq are kept in sessionStorage; after a reload the session is
  *   loaded, the active run's stored output dropped, and its events replayed from the start.
  * - Work started for one session never lands in another: each switch bumps an epoch and aborts
@@ -38,6 +41,7 @@ import {
   type ToolCallView,
   type Transcript,
 } from './transcript'
+import { StopControl } from './stopState'
 import { dropUnsent, isWorthResending, markUnsent, sendFailureInWords, sentence, withMessageBack } from './unsent'
 
 export interface KeyValueStorage {
@@ -141,10 +145,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   const broken = new Map<string, { top: boolean }>()
   let clientRequestId: string | null = null
   let pendingMessage: string | null = null
-  let stopWanted = false
-  let stopSent = false
-  /** The server answered the stop of the current run (so a paused run's end is in its events). */
-  let stopAnswered = false
+  const stopState = new StopControl()
 
   // ---- start-up, auth, agents -------------------------------------------------------------
 
@@ -325,9 +326,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     currentRunId.value = viewId
     clientRequestId = crid
     pendingMessage = message
-    stopWanted = false
-    stopSent = false
-    stopAnswered = false
+    stopState.reset()
     rememberRun({ session_id: sessionId.value, run_id: null, client_request_id: crid, last_seq: -1 })
     startRun(viewId, message, crid)
     return true
@@ -429,7 +428,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     })
     pendingMessage = null
     // Stop was pressed before the run had an id, and the session route could not take it.
-    if (stopWanted && !stopSent) void sendStop()
+    if (stopState.isWaitingForId) void sendStop()
   }
 
   function onRunFinished(view: RunView, top: boolean): void {
@@ -438,9 +437,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     if (!top) return
     if (view.run_id === currentRunId.value) {
       perTab.removeItem(STORAGE_KEYS.run)
-      stopWanted = false
-      stopSent = false
-      stopAnswered = false
+      stopState.reset()
     }
     // A sub-run whose stream failed is settled from what the parent reported about it.
     for (const id of allChildIds(view)) {
@@ -463,7 +460,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       // A stop that crossed the pause ends the run in the store only: fetch that end. (If the
       // stop is still on its way, this finds nothing new, and its answer follows the run again.)
       followPaused(view)
-    } else if (stopAnswered) {
+    } else if (stopState.isConfirmed) {
       // Deliberate: no automatic retry, which could spin against a run that stays paused.
       banner.value = {
         message: 'The run was stopped, but its end has not arrived yet.',
@@ -640,9 +637,9 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   /** Ask the server to stop the streaming run; "stopping…" shows until its run_finished. */
   async function stop(): Promise<void> {
     const view = currentRun.value
-    if (!view || isFinished(view) || stopSent) return
+    if (!view || isFinished(view) || stopState.isSent) return
     view.stopping = true
-    stopWanted = true
+    stopState.want()
     await sendStop()
   }
 
@@ -650,11 +647,11 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     const view = currentRun.value
     if (!view || isFinished(view)) return
     const runId = view.run_id.startsWith(PENDING) ? null : view.run_id
-    stopSent = true
+    stopState.sending()
     try {
       if (runId) {
         await client.cancelRun(runId, { reason: 'user', mode: 'now' })
-        stopAnswered = true
+        stopState.confirmed()
         // A paused run has no stream open: its end is only in its events.
         followPaused(view)
       } else if (sessionId.value && clientRequestId) {
@@ -662,15 +659,14 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
         if (!result?.accepted) {
           // The run did not exist yet: stop it by id once run_started names it (or now, if that
           // happened while this request was on its way).
-          stopSent = false
+          stopState.notDeliverable()
           if (!view.run_id.startsWith(PENDING) && !isFinished(view)) await sendStop()
         }
       } else {
-        stopSent = false // a new session's first run: stopped by id once run_started names it
+        stopState.notDeliverable() // a new session's first run: stopped by id once run_started names it
       }
     } catch (err) {
-      stopSent = false
-      stopWanted = false
+      stopState.reset()
       if (!isFinished(view)) view.stopping = false
       fail(err, stop, "Couldn't stop the run")
     }
@@ -691,9 +687,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     sessionLoading.value = false
     clientRequestId = null
     pendingMessage = null
-    stopWanted = false
-    stopSent = false
-    stopAnswered = false
+    stopState.reset()
     banner.value = null
   }
 
