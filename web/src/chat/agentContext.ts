@@ -9,7 +9,8 @@
 
 import { computed, shallowRef, watch } from 'vue'
 import type { Json, JsonSchema } from '../api/types'
-import type { KeyValueStorage, TetherChat } from './useTetherChat'
+import type { KeyValueStorage } from './storage'
+import type { TetherChat } from './useTetherChat'
 
 export type FieldKind = 'text' | 'number' | 'integer' | 'boolean' | 'choice' | 'json'
 export type FieldInput = string | boolean

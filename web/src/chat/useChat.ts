@@ -6,7 +6,8 @@
 import { useAgentContext } from './agentContext'
 import { useSessionFeed } from './sessionFeed'
 import { useTurnActions } from './turnActions'
-import { browserStorage, useTetherChat, type UseTetherChatOptions } from './useTetherChat'
+import { browserStorage } from './storage'
+import { useTetherChat, type UseTetherChatOptions } from './useTetherChat'
 
 export interface UseChatOptions extends UseTetherChatOptions {
   /** Reconnection delays of the session feed (see sessionFeed.ts). */
