@@ -325,3 +325,14 @@ class SessionDetailOut(SessionOut):
 
 class RenameSessionIn(_Request):
     title: str = Field(min_length=1, max_length=200)
+
+
+class RollbackIn(_Request):
+    run_id: Id
+    """The session's last turn: its user message and everything after it are discarded."""
+
+
+class RollbackOut(BaseModel):
+    run_id: str
+    message: str
+    """The discarded user message's text: send it again (regenerate) or edit it first."""

@@ -1,4 +1,4 @@
-"""Agent and session routes: list agents, list and read sessions, rename, delete, stop.
+"""Agent and session routes: list agents, list and read sessions, rename, delete, stop, roll back.
 
 A session (or run) of another user is reported as not found, exactly like a missing one.
 """
@@ -23,6 +23,8 @@ from tether.http.schemas import (
     CancelSessionOut,
     MessageOut,
     RenameSessionIn,
+    RollbackIn,
+    RollbackOut,
     RunBriefOut,
     SessionDetailOut,
     SessionOut,
@@ -69,6 +71,15 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         """The caller's sessions with `agent`, most recently active first."""
         return await _list_sessions(state, agent, user=user, limit=limit, before=before)
 
+    @router.get("/sessions")
+    async def list_all_sessions(
+        user: Annotated[UserId, user_dep],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        before: Annotated[AwareDatetime | None, Query(), BeforeValidator(_iso_8601)] = None,
+    ) -> SessionPageOut:
+        """The caller's sessions with every agent, most recently active first."""
+        return await _list_sessions(state, None, user=user, limit=limit, before=before)
+
     @router.get("/sessions/{session_id}", responses=problem_responses(404))
     async def get_session(
         session_id: SessionIdPath, user: Annotated[UserId, user_dep]
@@ -92,6 +103,20 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         """Stop the session's active run, then hide the session."""
         await _delete_session(state, await _owned(state, session_id, user), user=user)
         return Response(status_code=204)
+
+    @router.post("/sessions/{session_id}/rollback", responses=problem_responses(404, 409))
+    async def rollback_session(
+        session_id: SessionIdPath, body: RollbackIn, user: Annotated[UserId, user_dep]
+    ) -> RollbackOut:
+        """Discard the session's last turn: its user message and everything after it.
+
+        Answers with that message's text, to send again (regenerate) or to edit and send.
+        409 if `run_id` is not the session's last turn, or a run of the session is active.
+        """
+        session = await _owned(state, session_id, user)
+        store = state.engine.store
+        message = await store.discard_turn(session.session_id, RunId(body.run_id))
+        return RollbackOut(run_id=body.run_id, message=message)
 
     @router.post("/sessions/{session_id}/cancel", responses=problem_responses(404))
     async def cancel_session(
@@ -118,9 +143,9 @@ async def _owned(state: HttpState, session_id: str, user: UserId) -> SessionReco
 
 
 async def _list_sessions(
-    state: HttpState, agent: str, *, user: UserId, limit: int, before: datetime | None
+    state: HttpState, agent: str | None, *, user: UserId, limit: int, before: datetime | None
 ) -> SessionPageOut:
-    if agent not in state.tether.agents:
+    if agent is not None and agent not in state.tether.agents:
         raise NotFound(f"no agent {agent!r}", agent=agent)
     found = await state.engine.store.list_sessions(user, agent, limit=limit, before=before)
     return SessionPageOut(
