@@ -2,7 +2,6 @@
 
 import functools
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 
 import anyio
 import httpx
@@ -39,11 +38,9 @@ async def test_feed_reports_another_tabs_run_its_end_and_a_rename(base_url: str)
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as tab:
         first = await tab.post("/agents/a/runs", json={"message": "hello"})
         session_id = first.headers["X-Session-Id"]
-        async with (
-            tab.stream("GET", f"/sessions/{session_id}/events") as feed,
-            aclosing(frames_of(feed.aiter_text())) as frames,
-        ):
+        async with tab.stream("GET", f"/sessions/{session_id}/events") as feed:
             assert feed.headers["content-type"].startswith("text/event-stream")
+            frames = frames_of(feed.aiter_text())
             async with anyio.create_task_group() as tg:
                 # Another tab sends the next message; its answer parks on the gate.
                 body = {"message": "again", "session_id": session_id}
@@ -56,11 +53,11 @@ async def test_feed_reports_another_tabs_run_its_end_and_a_rename(base_url: str)
                 assert detail["active_run_id"] == run_id
                 await tab.post(f"/runs/{run_id}/cancel", json={})
                 finished = await next_frame(frames)
+                assert finished.event == "run_finished"
+                assert finished.json == {"run_id": run_id, "status": "cancelled", "reason": "user"}
             renamed = await tab.patch(f"/sessions/{session_id}", json={"title": "Greetings"})
             updated = await next_frame(frames)
 
-    assert finished.event == "run_finished"
-    assert finished.json == {"run_id": run_id, "status": "cancelled", "reason": "user"}
     assert renamed.status_code == 200
     assert updated.event == "session_updated"
     assert updated.json["title"] == "Greetings"
