@@ -6,12 +6,13 @@ A session (or run) of another user is reported as not found, exactly like a miss
 import re
 import time
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BeforeValidator
+from sse_starlette import EventSourceResponse
 
 from tether.errors import NotFound
 from tether.events import ACTIVE_STATUSES
@@ -30,11 +31,38 @@ from tether.http.schemas import (
     SessionOut,
     SessionPageOut,
 )
+from tether.http.session_feed import SessionFeed
 from tether.http.state import HttpState
 from tether.ids import RunId, SessionId, UserId
 from tether.records import CancelRequest, SessionRecord
 
 _ISO_8601: Final = re.compile(r"\d{4}-\d{2}-\d{2}[T ]")
+
+_FEED_DOC: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "Server-Sent Events until the session is deleted (see `session_feed.py`).",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "description": "One event (OpenAPI < 3.2: the schema describes each event).",
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {
+                            "type": "string",
+                            "enum": ["run_started", "run_finished", "session_updated"],
+                        },
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "the event as JSON, on one line",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 DELETE_WAIT_S: Final = 10.0
 """How long deleting a session waits for its stopped run to end before hiding the session."""
@@ -87,6 +115,28 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         """A session with its messages (and their tool calls) and its runs."""
         return await _session_detail(state, await _owned(state, session_id, user))
 
+    @router.get(
+        "/sessions/{session_id}/events",
+        response_class=EventSourceResponse,
+        responses={**_FEED_DOC, **problem_responses(404)},
+    )
+    async def session_events(
+        session_id: SessionIdPath, user: Annotated[UserId, user_dep]
+    ) -> EventSourceResponse:
+        """The session's live feed (SSE), from now on, whichever tab, client or worker acts.
+
+        `run_started` `{run_id, agent}`, `run_finished` `{run_id, status, reason}` once the
+        ending is stored, and `session_updated` (the session) when its title changes.
+        """
+        session = await _owned(state, session_id, user)
+        engine = state.engine
+        feed = SessionFeed(
+            engine.store,
+            engine.session_signals,
+            session_json=lambda s: _session_out(s).model_dump_json(),
+        )
+        return await feed.open(session, state.metrics)
+
     @router.patch("/sessions/{session_id}", responses=problem_responses(404))
     async def rename_session(
         session_id: SessionIdPath, body: RenameSessionIn, user: Annotated[UserId, user_dep]
@@ -94,6 +144,7 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         """Set a session's title."""
         session = await _owned(state, session_id, user)
         await state.engine.store.rename_session(session.session_id, body.title)
+        state.engine.session_signals.notify(session.session_id)
         return _session_out(await _owned(state, session_id, user))
 
     @router.delete("/sessions/{session_id}", status_code=204, responses=problem_responses(404))
@@ -116,6 +167,7 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         session = await _owned(state, session_id, user)
         store = state.engine.store
         message = await store.discard_turn(session.session_id, RunId(body.run_id))
+        state.engine.session_signals.notify(session.session_id)
         return RollbackOut(run_id=body.run_id, message=message)
 
     @router.post("/sessions/{session_id}/cancel", responses=problem_responses(404))
@@ -176,6 +228,7 @@ async def _delete_session(state: HttpState, session: SessionRecord, *, user: Use
         with anyio.move_on_after(DELETE_WAIT_S):
             await engine.wait_terminal(active.run_id)
     await engine.store.delete_session(session.session_id)
+    engine.session_signals.notify(session.session_id)  # its feeds end
 
 
 async def _cancel_session(
