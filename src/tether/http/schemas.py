@@ -136,6 +136,8 @@ class AgentOut(BaseModel):
     available: bool = True
     unavailable_reason: str | None = None
     """Why runs of this agent are refused here, with the command that fixes it."""
+    context_schema: dict[str, JsonValue] | None = None
+    """The JSON schema of the ``context`` its runs take (None: it takes none)."""
 
 
 class UsageOut(BaseModel):

@@ -85,6 +85,9 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
                 description=a.description,
                 available=a.unavailable is None,
                 unavailable_reason=a.unavailable,
+                context_schema=(
+                    a.context_model.model_json_schema() if a.context_model is not None else None
+                ),
             )
             for a in agents
         ]
