@@ -30,8 +30,8 @@ import anyio.lowlevel
 import pydantic
 from anyio.lowlevel import EventLoopToken
 
-from tether.bus.base import CancelBus, EventBus
-from tether.bus.memory import MemoryCancelBus, MemoryEventBus
+from tether.bus.base import CancelBus, EventBus, SessionSignals
+from tether.bus.memory import MemoryCancelBus, MemoryEventBus, MemorySessionSignals
 from tether.engine.engine import CancelResult, Engine, EngineConfig, IfBusy
 from tether.engine.history import HistoryRules
 from tether.engine.leases import heartbeat
@@ -108,6 +108,7 @@ class Tether:
         store: Store | None = None,
         cancel_bus: CancelBus | None = None,
         event_bus: EventBus | None = None,
+        session_signals: SessionSignals | None = None,
         runtimes: Sequence[Runtime] | None = None,
         limits: RunLimits | None = None,
     ) -> None:
@@ -116,6 +117,7 @@ class Tether:
         self._store = store
         self._cancel_bus = cancel_bus
         self._event_bus = event_bus
+        self._session_signals = session_signals
         self._runtimes = runtimes
         self._limits = limits or RunLimits()
         self._engine: Engine | None = None
@@ -220,6 +222,13 @@ class Tether:
                 open_redis_buses(s.redis_url, is_down_fatal=False)
             )
             cancel_bus, event_bus = cancel_bus or redis_cancel, event_bus or redis_events
+        session_signals = self._session_signals
+        if s.redis_url and session_signals is None:
+            from tether.bus.redis_sessions import open_redis_session_signals
+
+            session_signals = await stack.enter_async_context(
+                open_redis_session_signals(s.redis_url)
+            )
         recorder = Recorder(
             store, flush_interval_s=s.flush_interval_s, give_up_s=s.storage_give_up_s
         )
@@ -229,6 +238,7 @@ class Tether:
             store=store,
             cancel_bus=cancel_bus or MemoryCancelBus(),
             event_bus=event_bus or MemoryEventBus(),
+            session_signals=session_signals or MemorySessionSignals(),
             recorder=recorder,
             runtimes=self._runtimes or _default_runtimes(),
             agents=self.agents,
@@ -240,6 +250,7 @@ class Tether:
                 hard_stop_s=s.hard_stop_s,
                 history=HistoryRules(interrupted_marker=s.interrupted_marker),
                 limits=RunLimits(approval_timeout_s=s.approval_timeout_s).merged(self._limits),
+                generate_titles=s.generate_titles,
             ),
             task_group=tg,
         )

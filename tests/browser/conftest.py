@@ -78,8 +78,10 @@ def _wait_healthy(base_url: str, process: "subprocess.Popen[bytes]", log: Path) 
 
 
 @contextmanager
-def serving(data_dir: Path, *, api_keys: str = "") -> Generator[str]:
-    """Run the browser-test server until the block ends; yields its base URL."""
+def serving(
+    data_dir: Path, *, api_keys: str = "", factory: str = "tests.browser.server_app:make_app"
+) -> Generator[str]:
+    """Run a test server (the app ``factory`` makes) until the block ends; yields its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env |= {
@@ -89,7 +91,7 @@ def serving(data_dir: Path, *, api_keys: str = "") -> Generator[str]:
         "PYTHONPATH": str(REPO_ROOT),
     }
     log = data_dir / "server.log"
-    command = [sys.executable, "-m", "uvicorn", "--factory", "tests.browser.server_app:make_app"]
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
@@ -110,6 +112,14 @@ def serving(data_dir: Path, *, api_keys: str = "") -> Generator[str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A local-mode server (no API keys), shared by the tests of the session."""
     with serving(tmp_path_factory.mktemp("server")) as base_url:
+        yield Server(base_url=base_url)
+
+
+@pytest.fixture(scope="session")
+def basics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A local-mode server with the agents of issue #18's basics (``tests.browser.basics_app``)."""
+    factory = "tests.browser.basics_app:make_app"
+    with serving(tmp_path_factory.mktemp("basics-server"), factory=factory) as base_url:
         yield Server(base_url=base_url)
 
 

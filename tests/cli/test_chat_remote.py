@@ -92,3 +92,34 @@ def test_a_remote_chat_to_a_server_that_is_not_there_says_so(tmp_path: Path) -> 
     chat.close()
     assert "can't reach tether at http://127.0.0.1:9" in (chat.before or "")
     assert chat.exitstatus == 2
+
+
+def test_a_message_to_a_chat_still_answering_elsewhere_says_so_and_the_chat_goes_on(
+    tmp_path: Path, server_url: str
+) -> None:
+    """Issue #18: a second client of a busy session saw a raw 'Conflict: session ses_… already
+    has an active run run_…'; now it reads why, and its chat goes on."""
+    first = _tether(tmp_path, "chat", "slow-tools", "--url", server_url)
+    first.expect_exact("you>")
+    first.sendline("tide tables")
+    first.expect_exact("I will search")
+    (listed,) = httpx.get(f"{server_url}/sessions", timeout=10).json()["sessions"]
+
+    second = _tether(
+        tmp_path, "chat", "slow-tools", "--url", server_url, "--session", listed["session_id"]
+    )
+    second.expect_exact("you>")
+    second.sendline("are you there?")
+    second.expect_exact("This chat is still answering. Stop it or wait for it to finish.")
+    second.expect_exact("you>")
+    exit_with_ctrl_c(second)
+    second.expect(pexpect.EOF)
+    second.close()
+
+    first.sendintr()
+    first.expect_exact("[stopped]")
+    first.expect_exact("you>")
+    exit_with_ctrl_c(first)
+    first.expect(pexpect.EOF)
+    first.close()
+    assert second.exitstatus == 0

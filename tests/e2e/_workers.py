@@ -149,6 +149,8 @@ async def _spawn(name: str, settings: WorkerSettings) -> Process:
         "TETHER_FLUSH_INTERVAL_S": str(settings.flush_interval_s),
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
+        # The scripted mw agent has no script for a title request.
+        "TETHER_GENERATE_TITLES": "0",
         **settings.env,
     }
     command = [] if settings.cpus is None else ["taskset", "-c", settings.cpus]

@@ -26,6 +26,7 @@ from tests.contract.test_bus import UNREACHABLE_URL, redis_url
 from tests.e2e._workers import Worker, WorkerSettings, fresh_database, serving
 from tests.e2e.multiworker_app import AGENT, LOOKUP_TEXT, QUICK_TEXT, word
 from tests.http._sse import Frame, SseParser
+from tether.http.session_feed import FEED_POLL_S
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.postgres]
 
@@ -269,6 +270,47 @@ async def test_new_message_with_interrupt_on_the_other_worker_supersedes_the_run
     assert outcome(next_end) == ("run_finished", "completed", None)
     assert next_.session_id == first.session_id
     assert next_.text == QUICK_TEXT
+
+
+@pytest.mark.redis
+async def test_session_feed_on_one_worker_follows_runs_and_renames_on_the_other(
+    pair: tuple[Worker, Worker],
+) -> None:
+    """Issue #18: a second tab, served by another worker, learns of new runs at once."""
+    a, b = pair
+    async with start_run(a, "quick") as first:
+        await first.read_to_end()
+    feed_timeout = httpx.Timeout(10, read=None)
+    async with (
+        b.client(timeout=feed_timeout) as client,
+        client.stream("GET", f"/sessions/{first.session_id}/events") as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        feed = Stream(response)
+        async with start_run(a, "talk", session_id=first.session_id) as second:
+            sent_at = time.monotonic()
+            started = await feed.next_frame()
+            started_s = time.monotonic() - sent_at
+            await stop_point(second, "talk")
+            await cancel(a, second.run_id)
+            finished = await feed.next_frame()
+            await second.read_to_end()
+        async with a.client() as renamer:
+            renamed = await renamer.patch(
+                f"/sessions/{first.session_id}", json={"title": "Renamed on A"}
+            )
+        updated = await feed.next_frame()
+
+    assert (started.event, started.json) == (
+        "run_started",
+        {"run_id": second.run_id, "agent": AGENT},
+    )
+    # Signalled through Redis: the feed's own poll of the store comes every 5 s.
+    assert started_s < FEED_POLL_S - SLACK_S
+    assert (finished.event, finished.json["run_id"]) == ("run_finished", second.run_id)
+    assert (finished.json["status"], finished.json["reason"]) == ("cancelled", "user")
+    assert renamed.status_code == 200
+    assert (updated.event, updated.json["title"]) == ("session_updated", "Renamed on A")
 
 
 async def test_stop_lands_through_the_database_when_redis_is_down(

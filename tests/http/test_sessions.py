@@ -4,6 +4,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pydantic
 import pytest
 
 from tests.http._sse import parse
@@ -28,9 +29,36 @@ async def test_agents_are_listed_with_their_descriptions(
     tether_app.agent("b")(lambda ctx: scripted().agent())
     response = await client.get("/agents")
     assert response.json() == [
-        {"name": "a", "description": "Answers", "available": True, "unavailable_reason": None},
-        {"name": "b", "description": "", "available": True, "unavailable_reason": None},
+        {
+            "name": "a",
+            "description": "Answers",
+            "available": True,
+            "unavailable_reason": None,
+            "context_schema": None,
+        },
+        {
+            "name": "b",
+            "description": "",
+            "available": True,
+            "unavailable_reason": None,
+            "context_schema": None,
+        },
     ]
+
+
+async def test_an_agent_with_a_context_model_lists_its_json_schema(
+    client: httpx.AsyncClient, tether_app: Tether
+) -> None:
+    """Issue #18: the UI renders a form for the context from this schema."""
+
+    class Customer(pydantic.BaseModel):
+        customer_id: str = pydantic.Field(description="Whose account")
+        tier: int = 1
+
+    tether_app.agent("support", context=Customer)(lambda ctx: scripted().agent())
+    (listed,) = (await client.get("/agents")).json()
+    assert listed["context_schema"] == Customer.model_json_schema()
+    assert listed["context_schema"]["required"] == ["customer_id"]
 
 
 async def test_an_unavailable_agent_is_listed_with_its_fix_and_its_runs_are_refused(
@@ -42,7 +70,13 @@ async def test_an_unavailable_agent_is_listed_with_its_fix_and_its_runs_are_refu
     started = await client.post("/agents/local/runs", json={"message": "hi"})
 
     assert listed == [
-        {"name": "local", "description": "", "available": False, "unavailable_reason": why}
+        {
+            "name": "local",
+            "description": "",
+            "available": False,
+            "unavailable_reason": why,
+            "context_schema": None,
+        }
     ]
     assert started.status_code == 422
     assert started.headers["content-type"] == "application/problem+json"

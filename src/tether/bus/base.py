@@ -3,6 +3,10 @@
 ``CancelBus``: a stop for a run reaches the worker that owns it. Durable first, then pushed:
 ``request_stop`` records the intent where ``watch`` will find it even if it subscribes late.
 
+``SessionSignals``: "something changed in session X" (a run started or ended, its title
+changed), pushed to every worker's watchers of that session. A hint, not a record: watchers read
+the store for what changed, and poll it anyway now and then, so a lost signal only delays them.
+
 ``EventBus``: a run's live events, readable from any seq while the run is recent, so a viewer
 on any worker can follow a run without a gap. It is not the system of record: the store is, and
 readers fall back to it for anything the bus no longer has. It may hold events the store never
@@ -14,7 +18,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from tether.ids import RunId
+from tether.ids import RunId, SessionId
 from tether.records import CancelRequest
 from tether.storage.store import StoredEvent
 
@@ -59,4 +63,24 @@ class EventBus(Protocol):
         Best effort and never raises: while the bus can't answer, it returns ``{}``. An event
         published here but still on its way (the Redis outbox) may not count yet.
         """
+        ...
+
+
+class SessionWatch(Protocol):
+    async def wait(self, *, timeout_s: float) -> None:
+        """Return once the session was signalled since the last return, or after ``timeout_s``."""
+        ...
+
+    def wake(self) -> None:
+        """Make the current (or next) ``wait`` return at once."""
+        ...
+
+
+class SessionSignals(Protocol):
+    def notify(self, session_id: SessionId) -> None:
+        """Wake every watcher of the session, on every worker, without waiting."""
+        ...
+
+    def watch(self, session_id: SessionId) -> AbstractAsyncContextManager[SessionWatch]:
+        """Watch the session: signals sent from here on are remembered until ``wait``."""
         ...

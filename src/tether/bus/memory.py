@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 import anyio
 
 from tether.bus.base import StopCallback
-from tether.ids import RunId
+from tether.ids import RunId, SessionId
 from tether.records import CancelRequest
 from tether.storage.store import StoredEvent
 
@@ -134,3 +134,46 @@ class MemoryEventBus:
             for run_id in run_ids
             if (log := self._logs.get(run_id)) is not None
         }
+
+
+class MemorySessionWatch:
+    """One watcher's flag: set by a signal, cleared by the ``wait`` that returns."""
+
+    __slots__ = ("_signalled",)
+
+    def __init__(self) -> None:
+        self._signalled = anyio.Event()
+
+    async def wait(self, *, timeout_s: float) -> None:
+        with anyio.move_on_after(timeout_s):
+            await self._signalled.wait()
+        # Deliberate: no await between the return of `wait` and the new event, so a signal
+        # sent while the caller reads the store sets the new one and is never lost.
+        if self._signalled.is_set():
+            self._signalled = anyio.Event()
+
+    def wake(self) -> None:
+        self._signalled.set()
+
+
+class MemorySessionSignals:
+    """Signals the watchers of a session in this process (also the local half of Redis's)."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[SessionId, set[MemorySessionWatch]] = {}
+
+    def notify(self, session_id: SessionId) -> None:
+        for watch in self._watchers.get(session_id, ()):
+            watch.wake()
+
+    @asynccontextmanager
+    async def watch(self, session_id: SessionId) -> AsyncGenerator[MemorySessionWatch]:
+        watch = MemorySessionWatch()
+        watchers = self._watchers.setdefault(session_id, set())
+        watchers.add(watch)
+        try:
+            yield watch
+        finally:
+            watchers.discard(watch)
+            if not watchers:
+                self._watchers.pop(session_id, None)

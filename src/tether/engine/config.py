@@ -20,5 +20,7 @@ class EngineConfig:
     hard_stop_s: float = 2.0
     """How long a runtime that stops itself gets before the engine cancels it outright."""
     busy_wait_s: float = 30.0
+    generate_titles: bool = False
+    """Title a new session by a model after its first answer (``Settings.generate_titles``)."""
     history: HistoryRules = field(default_factory=HistoryRules)
     limits: RunLimits = field(default_factory=RunLimits)

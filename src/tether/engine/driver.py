@@ -15,7 +15,7 @@ and the worker forgets it. ``Engine.resume`` claims the row back and drives it a
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import anyio
@@ -55,6 +55,7 @@ class Driver:
         config: EngineConfig,
         runs: dict[RunId, Run],
         task_group: TaskGroup,
+        on_settled: Callable[[Run], None],
     ) -> None:
         self._store = store
         self._cancel_bus = cancel_bus
@@ -65,6 +66,8 @@ class Driver:
         self._runs = runs
         """The engine's table, shared: a run is in it from ``new_run`` to its final write."""
         self._task_group = task_group
+        self._on_settled = on_settled
+        """Told once a run's end (or pause) is stored."""
 
     # --- making runs ---------------------------------------------------------------------
 
@@ -196,6 +199,7 @@ class Driver:
         if run.token.is_now:
             return None
         agent = spec.factory(ctx)
+        run.built_agent = agent
         runtime = self._runtime_for(agent, spec)
         given = TurnInput(history=[], prompt=prompt)
         if run.parent_run_id is None:
@@ -294,6 +298,7 @@ class Driver:
             self._runs.pop(run.run_id, None)
             run.token.close()
             run.mark_persisted()
+            self._on_settled(run)
 
     async def _pause(self, run: Run, paused: Paused, ctx: AgentContext) -> None:
         """Emit the pause, store it, and let go of the run (shielded, bounded)."""
@@ -319,6 +324,7 @@ class Driver:
         self._runs.pop(run.run_id, None)
         run.token.close()
         run.mark_persisted()
+        self._on_settled(run)
 
     def _finish_on_stop(self, run: Run) -> None:
         request = run.token.request

@@ -20,7 +20,7 @@ from typing import Final, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from tether.bus.base import CancelBus, EventBus
+from tether.bus.base import CancelBus, EventBus, SessionSignals
 from tether.engine import approvals
 from tether.engine.config import EngineConfig
 from tether.engine.context import AgentContext
@@ -31,7 +31,7 @@ from tether.engine.recorder import Recorder
 from tether.engine.registry import AgentSpec
 from tether.engine.run import Resumption, Run, RunOutcome
 from tether.engine.stopping import CancelResult, Stopper
-from tether.engine.titles import title_from
+from tether.engine.titles import Titler, title_from
 from tether.errors import Conflict, NotFound, UsageError
 from tether.events import TERMINAL_STATUSES, StopAction, StopMode, StopReason, ToolDecision
 from tether.ids import MessageId, RunId, SessionId, UserId, new_id
@@ -43,6 +43,10 @@ __all__ = ["CancelResult", "Engine", "EngineConfig", "IfBusy"]
 
 IfBusy = Literal["reject", "interrupt", "enqueue"]
 """What ``start`` does when the session already has an active run."""
+BUSY: Final = "This chat is still answering. Stop it or wait for it to finish."
+"""Why a message sent to a session with an active run is refused (``if_busy="reject"``)."""
+BUSY_PAUSED: Final = "This chat is waiting for your approval. Answer it or stop it first."
+"""The same for a session whose run waits for a person's decision."""
 BUSY_POLL_S: Final = 0.05
 """How often ``enqueue`` looks again at a run another worker drives."""
 
@@ -56,6 +60,7 @@ class Engine:
         store: Store,
         cancel_bus: CancelBus,
         event_bus: EventBus,
+        session_signals: SessionSignals,
         recorder: Recorder,
         runtimes: Sequence[Runtime],
         agents: dict[str, AgentSpec],
@@ -64,6 +69,8 @@ class Engine:
     ) -> None:
         self.store = store
         self.event_bus = event_bus
+        self.session_signals = session_signals
+        """Told of every change in a session (runs, title), for its live feed."""
         self.recorder = recorder
         self._agents = agents
         self.config = config
@@ -78,7 +85,15 @@ class Engine:
             config=config,
             runs=self.runs,
             task_group=task_group,
+            on_settled=self._settled,
         )
+        self._titler = (
+            Titler(store=store, signals=session_signals, task_group=task_group)
+            if config.generate_titles
+            else None
+        )
+        self._first_turns: dict[RunId, str] = {}
+        """Runs that opened their session, with its first message: titled once answered."""
         self._stopper = Stopper(
             store=store,
             cancel_bus=cancel_bus,
@@ -110,7 +125,9 @@ class Engine:
         )
         if new_session is not None and new_session.title is None:
             # Titled from its first message at once, so no session lists as "Untitled".
-            new_session = dataclasses.replace(new_session, title=title_from(message))
+            new_session = dataclasses.replace(
+                new_session, title=title_from(message), title_source="message"
+            )
         run_id = RunId(new_id("run"))
         now = utcnow()
         record = RunRecord(
@@ -135,6 +152,10 @@ class Engine:
             completed_at=now,
         )
         await self._create(record, user_message, if_busy, new_session)
+        if parent is None:
+            self.session_signals.notify(session_id)
+            if new_session is not None and self._titler is not None:
+                self._first_turns[run_id] = message
         run = self._driver.new_run(record, spec, limits)
         if parent is not None:
             parent.child_started(run, call_id)
@@ -155,6 +176,20 @@ class Engine:
             self._driver.drive, run, spec, message, ctx, name=f"run {run_id}"
         )
         return run
+
+    def _settled(self, run: Run) -> None:
+        """A run's end or pause is stored: tell the session's viewers, title a first answer."""
+        if run.parent_run_id is not None:
+            return
+        self.session_signals.notify(run.session_id)
+        question = self._first_turns.pop(run.run_id, None)
+        outcome = run.outcome
+        if question is None or self._titler is None or outcome is None:
+            return
+        if outcome.status == "completed" and outcome.text:
+            self._titler.start(
+                run.session_id, agent=run.built_agent, question=question, answer=outcome.text
+            )
 
     def spec(self, agent: str) -> AgentSpec:
         try:
@@ -195,19 +230,7 @@ class Engine:
             await self.store.create_run(record, message, new_session=new_session)
             return
         if if_busy == "reject":
-            try:
-                await self.store.create_run(record, message)
-            except Conflict as exc:
-                # A run that already emitted its terminal event is over for the client, which
-                # may send the next message before the final write lands: wait for it, once.
-                # One no longer held here may have been stored and let go meanwhile: try once
-                # more (a run active elsewhere conflicts again).
-                active = self.runs.get(RunId(exc.details["active_run_id"]))
-                if active is not None and not active.is_finished:
-                    raise
-                if active is not None:
-                    await active.wait_persisted()
-                await self.store.create_run(record, message)
+            await self._create_or_refuse(record, message)
             return
         busy_with: RunId | None = None
         try:
@@ -230,6 +253,38 @@ class Engine:
                 session_id=record.session_id,
                 active_run_id=busy_with,
             ) from None
+
+    async def _create_or_refuse(self, record: RunRecord, message: MessageRecord) -> None:
+        """``create_run``, refusing (``Conflict``) while the session has an active run."""
+        try:
+            await self.store.create_run(record, message)
+        except Conflict as exc:
+            # A run that already emitted its terminal event is over for the client, which
+            # may send the next message before the final write lands: wait for it, once.
+            # One no longer held here may have been stored and let go meanwhile: try once
+            # more (a run active elsewhere conflicts again).
+            active = self.runs.get(RunId(exc.details["active_run_id"]))
+            if active is not None and not active.is_finished:
+                raise await self._busy(record, exc) from exc
+            if active is not None:
+                await active.wait_persisted()
+            try:
+                await self.store.create_run(record, message)
+            except Conflict as again:
+                raise await self._busy(record, again) from again
+
+    async def _busy(self, record: RunRecord, exc: Conflict) -> Conflict:
+        """A busy session's refusal in words a person reads (``active_run_id`` kept)."""
+        active_run_id = exc.details.get("active_run_id")
+        if active_run_id is None:
+            return Conflict(str(exc), **exc.details)
+        active = await self.store.get_run(RunId(str(active_run_id)))
+        waits = active is not None and active.status == "paused"
+        return Conflict(
+            BUSY_PAUSED if waits else BUSY,
+            session_id=record.session_id,
+            active_run_id=active_run_id,
+        )
 
     async def _wait_ended(self, run_id: RunId) -> None:
         """Wait until the run is over.

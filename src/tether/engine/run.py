@@ -111,6 +111,8 @@ class Run:
         self._wake_recorder = wake_recorder
         self._open_child = open_child
         self._usage_probe: Callable[[], Usage] | None = None
+        self.built_agent: object = None
+        """What the agent's factory built for this run (a title is asked of its model)."""
         self.approval_timeout_s: float | None = None
         """How long the run waits for approval if it pauses (None: for ever)."""
         self.is_persisting = False

@@ -154,6 +154,8 @@ class AgentOut(BaseModel):
     available: bool = True
     unavailable_reason: str | None = None
     """Why runs of this agent are refused here, with the command that fixes it."""
+    context_schema: dict[str, JsonValue] | None = None
+    """The JSON schema of the ``context`` its runs take (None: it takes none)."""
 
 
 class UsageOut(BaseModel):
@@ -369,3 +371,14 @@ class RenameSessionIn(_Request):
     """A session's new title."""
 
     title: str = Field(min_length=1, max_length=200)
+
+
+class RollbackIn(_Request):
+    run_id: Id
+    """The session's last turn: its user message and everything after it are discarded."""
+
+
+class RollbackOut(BaseModel):
+    run_id: str
+    message: str
+    """The discarded user message's text: send it again (regenerate) or edit it first."""

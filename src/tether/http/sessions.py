@@ -1,4 +1,4 @@
-"""Agent and session routes: list agents, list and read sessions, rename, delete, stop.
+"""Agent and session routes: list agents, list and read sessions, rename, delete, stop, roll back.
 
 A session (or run) of another user is reported as not found, exactly like a missing one.
 """
@@ -6,12 +6,13 @@ A session (or run) of another user is reported as not found, exactly like a miss
 import re
 import time
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BeforeValidator
+from sse_starlette import EventSourceResponse
 
 from tether.errors import NotFound
 from tether.events import ACTIVE_STATUSES
@@ -23,16 +24,45 @@ from tether.http.schemas import (
     CancelSessionOut,
     MessageOut,
     RenameSessionIn,
+    RollbackIn,
+    RollbackOut,
     RunBriefOut,
     SessionDetailOut,
     SessionOut,
     SessionPageOut,
 )
+from tether.http.session_feed import SessionFeed
 from tether.http.state import HttpState
 from tether.ids import RunId, SessionId, UserId
 from tether.records import CancelRequest, SessionRecord
 
 _ISO_8601: Final = re.compile(r"\d{4}-\d{2}-\d{2}[T ]")
+
+_FEED_DOC: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "Server-Sent Events until the session is deleted (see `session_feed.py`).",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "description": "One event (OpenAPI < 3.2: the schema describes each event).",
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {
+                            "type": "string",
+                            "enum": ["run_started", "run_finished", "session_updated"],
+                        },
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "the event as JSON, on one line",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 DELETE_WAIT_S: Final = 10.0
 """How long deleting a session waits for its stopped run to end before hiding the session."""
@@ -56,6 +86,9 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
                 description=a.description,
                 available=a.unavailable is None,
                 unavailable_reason=a.unavailable,
+                context_schema=(
+                    a.context_model.model_json_schema() if a.context_model is not None else None
+                ),
             )
             for a in agents
         ]
@@ -70,12 +103,43 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         """The caller's sessions with `agent`, most recently active first."""
         return await _list_sessions(state, agent, user=user, limit=limit, before=before)
 
+    @router.get("/sessions")
+    async def list_all_sessions(
+        user: Annotated[UserId, user_dep],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        before: Annotated[AwareDatetime | None, Query(), BeforeValidator(_iso_8601)] = None,
+    ) -> SessionPageOut:
+        """The caller's sessions with every agent, most recently active first."""
+        return await _list_sessions(state, None, user=user, limit=limit, before=before)
+
     @router.get("/sessions/{session_id}", responses=problem_responses(404))
     async def get_session(
         session_id: SessionIdPath, user: Annotated[UserId, user_dep]
     ) -> SessionDetailOut:
         """A session with its messages (and their tool calls) and its runs."""
         return await _session_detail(state, await _owned(state, session_id, user))
+
+    @router.get(
+        "/sessions/{session_id}/events",
+        response_class=EventSourceResponse,
+        responses={**_FEED_DOC, **problem_responses(404)},
+    )
+    async def session_events(
+        session_id: SessionIdPath, user: Annotated[UserId, user_dep]
+    ) -> EventSourceResponse:
+        """The session's live feed (SSE), from now on, whichever tab, client or worker acts.
+
+        `run_started` `{run_id, agent}`, `run_finished` `{run_id, status, reason}` once the
+        ending is stored, and `session_updated` (the session) when its title changes.
+        """
+        session = await _owned(state, session_id, user)
+        engine = state.engine
+        feed = SessionFeed(
+            engine.store,
+            engine.session_signals,
+            session_json=lambda s: _session_out(s).model_dump_json(),
+        )
+        return await feed.open(session, state.metrics)
 
     @router.patch("/sessions/{session_id}", responses=problem_responses(404))
     async def rename_session(
@@ -84,6 +148,7 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         """Set a session's title."""
         session = await _owned(state, session_id, user)
         await state.engine.store.rename_session(session.session_id, body.title)
+        state.engine.session_signals.notify(session.session_id)
         return _session_out(await _owned(state, session_id, user))
 
     @router.delete("/sessions/{session_id}", status_code=204, responses=problem_responses(404))
@@ -93,6 +158,21 @@ def sessions_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         """Stop the session's active run, then hide the session."""
         await _delete_session(state, await _owned(state, session_id, user), user=user)
         return Response(status_code=204)
+
+    @router.post("/sessions/{session_id}/rollback", responses=problem_responses(404, 409))
+    async def rollback_session(
+        session_id: SessionIdPath, body: RollbackIn, user: Annotated[UserId, user_dep]
+    ) -> RollbackOut:
+        """Discard the session's last turn: its user message and everything after it.
+
+        Answers with that message's text, to send again (regenerate) or to edit and send.
+        409 if `run_id` is not the session's last turn, or a run of the session is active.
+        """
+        session = await _owned(state, session_id, user)
+        store = state.engine.store
+        message = await store.discard_turn(session.session_id, RunId(body.run_id))
+        state.engine.session_signals.notify(session.session_id)
+        return RollbackOut(run_id=body.run_id, message=message)
 
     @router.post("/sessions/{session_id}/cancel", responses=problem_responses(404))
     async def cancel_session(
@@ -119,9 +199,9 @@ async def _owned(state: HttpState, session_id: str, user: UserId) -> SessionReco
 
 
 async def _list_sessions(
-    state: HttpState, agent: str, *, user: UserId, limit: int, before: datetime | None
+    state: HttpState, agent: str | None, *, user: UserId, limit: int, before: datetime | None
 ) -> SessionPageOut:
-    if agent not in state.tether.agents:
+    if agent is not None and agent not in state.tether.agents:
         raise NotFound(f"no agent {agent!r}", agent=agent)
     found = await state.engine.store.list_sessions(user, agent, limit=limit, before=before)
     return SessionPageOut(
@@ -152,6 +232,7 @@ async def _delete_session(state: HttpState, session: SessionRecord, *, user: Use
         with anyio.move_on_after(DELETE_WAIT_S):
             await engine.wait_terminal(active.run_id)
     await engine.store.delete_session(session.session_id)
+    engine.session_signals.notify(session.session_id)  # its feeds end
 
 
 async def _cancel_session(

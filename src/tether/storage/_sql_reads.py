@@ -15,7 +15,13 @@ from tether.ids import RunId, SessionId
 from tether.records import HistoryTurn, MessageRecord, ToolCallRecord
 from tether.storage.tables import MessageRow, RunRow, ToolCallRow
 
-_IN_HISTORY: Final = (RunRow.parent_run_id.is_(None), RunRow.status.in_(TERMINAL_STATUSES))
+KEPT: Final = RunRow.discarded_at.is_(None)
+"""Runs whose turn was not rolled back: the only ones a session's reads show."""
+_IN_HISTORY: Final = (
+    RunRow.parent_run_id.is_(None),
+    RunRow.status.in_(TERMINAL_STATUSES),
+    KEPT,
+)
 
 
 async def run_messages(db: AsyncSession, run_id: RunId) -> list[MessageRecord]:

@@ -9,12 +9,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, insert, update
+from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tether.errors import Conflict, NotFound
 from tether.events import ACTIVE_STATUSES
-from tether.ids import RunId
+from tether.ids import RunId, SessionId
 from tether.records import MessageRecord, RunRecord, SessionRecord
 from tether.storage.tables import MessageRow, RunRow, SessionRow
 
@@ -49,6 +49,45 @@ async def create_conflict(db: AsyncSession, run: RunRecord) -> Conflict | NotFou
     if await db.get(RunRow, run.run_id) is not None:
         return Conflict(f"run {run.run_id} already exists", run_id=run.run_id)
     return None
+
+
+async def discard_turn(
+    db: AsyncSession, session_id: SessionId, run_id: RunId, now: datetime
+) -> str:
+    """Mark the session's last turn, ``run_id`` (and its sub-agent runs), rolled back.
+
+    Returns its user message's text (see ``Store.discard_turn``).
+    """
+    run = await db.get(RunRow, run_id)
+    if (
+        run is None
+        or run.session_id != session_id
+        or run.parent_run_id is not None
+        or run.discarded_at is not None
+    ):
+        raise NotFound(f"no turn {run_id} in session {session_id}", run_id=run_id)
+    top_level = (
+        RunRow.session_id == session_id,
+        RunRow.parent_run_id.is_(None),
+        RunRow.discarded_at.is_(None),
+    )
+    active = await db.scalar(select(RunRow.run_id).where(*top_level, IS_ACTIVE).limit(1))
+    if active is not None:
+        raise Conflict(
+            f"session {session_id} has an active run {active}: stop it first",
+            active_run_id=active,
+        )
+    newest = select(RunRow.run_id).where(*top_level)
+    last = await db.scalar(newest.order_by(RunRow.started_at.desc(), RunRow.run_id.desc()).limit(1))
+    if last != run_id:
+        raise Conflict(f"run {run_id} is not the session's last turn", last_run_id=last)
+    await db.execute(
+        update(RunRow)
+        .where(or_(RunRow.run_id == run_id, RunRow.parent_run_id == run_id))
+        .values(discarded_at=now)
+    )
+    asked = select(MessageRow.content).where(MessageRow.run_id == run_id, MessageRow.role == "user")
+    return await db.scalar(asked.order_by(MessageRow.created_at).limit(1)) or ""
 
 
 async def claim(db: AsyncSession, run_id: RunId, *, owner: str, lease_expires_at: datetime) -> bool:

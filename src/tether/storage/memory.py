@@ -44,6 +44,7 @@ class MemoryStore:
         self._messages: dict[MessageId, MessageRecord] = {}
         self._tool_calls: dict[tuple[RunId, str], ToolCallRecord] = {}
         self._events: dict[RunId, dict[int, StoredEvent]] = {}
+        self._discarded: set[RunId] = set()
 
     async def create_session(self, session: SessionRecord) -> None:
         self._sessions[session.session_id] = session
@@ -73,7 +74,39 @@ class MemoryStore:
 
     async def rename_session(self, session_id: SessionId, title: str) -> None:
         session = self._require_session(session_id)
-        self._sessions[session_id] = dataclasses.replace(session, title=title)
+        self._sessions[session_id] = dataclasses.replace(session, title=title, title_source="user")
+
+    async def set_generated_title(self, session_id: SessionId, title: str) -> bool:
+        session = self._sessions.get(session_id)
+        if session is None or not session.is_active or session.title_source == "user":
+            return False
+        self._sessions[session_id] = dataclasses.replace(
+            session, title=title, title_source="generated"
+        )
+        return True
+
+    async def discard_turn(self, session_id: SessionId, run_id: RunId) -> str:
+        run = self._runs.get(run_id)
+        if (
+            run is None
+            or run.session_id != session_id
+            or run.parent_run_id is not None
+            or run_id in self._discarded
+        ):
+            raise NotFound(f"no turn {run_id} in session {session_id}", run_id=run_id)
+        if (active := await self.active_run(session_id)) is not None:
+            raise Conflict(
+                f"session {session_id} has an active run {active.run_id}: stop it first",
+                active_run_id=active.run_id,
+            )
+        turns = [r for r in await self.session_runs(session_id) if r.parent_run_id is None]
+        if turns[-1].run_id != run_id:
+            raise Conflict(
+                f"run {run_id} is not the session's last turn", last_run_id=turns[-1].run_id
+            )
+        self._discarded |= {run_id, *(r.run_id for r in await self.child_runs(run_id))}
+        asked = [m for m in await self.run_messages(run_id) if m.role == "user"]
+        return asked[0].content if asked else ""
 
     async def set_summary(self, session_id: SessionId, summary: str, *, through: RunId) -> None:
         session = self._require_session(session_id)
@@ -123,7 +156,11 @@ class MemoryStore:
 
     async def session_runs(self, session_id: SessionId) -> list[RunRecord]:
         return sorted(
-            (r for r in self._runs.values() if r.session_id == session_id),
+            (
+                r
+                for r in self._runs.values()
+                if r.session_id == session_id and r.run_id not in self._discarded
+            ),
             key=lambda r: (r.started_at, r.run_id),
         )
 
@@ -298,7 +335,7 @@ class MemoryStore:
     async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
         if (run := self._runs.get(run_id)) is None:
             return []
-        return [m for m in await self.messages(run.session_id) if m.run_id == run_id]
+        return [m for m in self._session_messages(run.session_id) if m.run_id == run_id]
 
     async def write(self, batch: WriteBatch) -> None:
         for message in batch.messages:
@@ -325,6 +362,9 @@ class MemoryStore:
         return [events[s] for s in sorted(events) if s > after_seq][:limit]
 
     async def messages(self, session_id: SessionId) -> list[MessageRecord]:
+        return [m for m in self._session_messages(session_id) if m.run_id not in self._discarded]
+
+    def _session_messages(self, session_id: SessionId) -> list[MessageRecord]:
         found = [m for m in self._messages.values() if m.session_id == session_id]
         found.sort(key=lambda m: (m.created_at, m.message_id))
         return [self._with_tool_calls(m) for m in found]

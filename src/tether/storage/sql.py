@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 
 import anyio
 from pydantic import JsonValue
-from sqlalchemy import ColumnElement, Select, select, update
+from sqlalchemy import ColumnElement, Select, or_, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -139,7 +139,21 @@ class SqlStore:
         return [r.to_record() for r in await self._scalars(stmt.limit(limit))]
 
     async def rename_session(self, session_id: SessionId, title: str) -> None:
-        await self._update_session(session_id, title=title)
+        await self._update_session(session_id, title=title, title_source="user")
+
+    async def set_generated_title(self, session_id: SessionId, title: str) -> bool:
+        stmt = (
+            update(SessionRow)
+            .where(
+                SessionRow.session_id == session_id,
+                SessionRow.is_active,
+                # Compare-and-set: a rename landing first wins, whatever the order of writes.
+                or_(SessionRow.title_source.is_(None), SessionRow.title_source != "user"),
+            )
+            .values(title=title, title_source="generated")
+            .returning(SessionRow.session_id)
+        )
+        return bool(await self._scalars(stmt, is_write=True))
 
     async def set_summary(self, session_id: SessionId, summary: str, *, through: RunId) -> None:
         await self._update_session(session_id, summary=summary, summary_through=through)
@@ -207,7 +221,13 @@ class SqlStore:
         return await self._select_runs(select(RunRow).where(RunRow.parent_run_id == run_id))
 
     async def session_runs(self, session_id: SessionId) -> list[RunRecord]:
-        return await self._select_runs(select(RunRow).where(RunRow.session_id == session_id))
+        stmt = select(RunRow).where(RunRow.session_id == session_id, _reads.KEPT)
+        return await self._select_runs(stmt)
+
+    async def discard_turn(self, session_id: SessionId, run_id: RunId) -> str:
+        work = partial(_runs.discard_turn, session_id=session_id, run_id=run_id, now=utcnow())
+        # Deliberate: a replay after a commit that did succeed would answer NotFound.
+        return await self._unit(work, is_write=True, is_idempotent=False)
 
     async def _select_runs(self, stmt: Select[RunRow]) -> list[RunRecord]:
         ordered = stmt.order_by(RunRow.started_at, RunRow.run_id)
@@ -362,7 +382,8 @@ class SqlStore:
         return [r.to_stored() for r in await self._scalars(stmt)]
 
     async def messages(self, session_id: SessionId) -> list[MessageRecord]:
-        return await self._unit(partial(_reads.load_messages, session_id=session_id))
+        work = partial(_reads.load_messages, session_id=session_id, run_filter=(_reads.KEPT,))
+        return await self._unit(work)
 
     async def history(self, session_id: SessionId) -> list[HistoryTurn]:
         return await self._unit(partial(_reads.history, session_id=session_id))

@@ -115,7 +115,31 @@ class Store(Protocol):
         """A user's active sessions, newest activity first; ``before`` pages by ``updated_at``."""
         ...
 
-    async def rename_session(self, session_id: SessionId, title: str) -> None: ...
+    async def rename_session(self, session_id: SessionId, title: str) -> None:
+        """Set the title by hand: a generated title never replaces it.
+
+        Raises:
+            NotFound: no such session.
+        """
+        ...
+
+    async def set_generated_title(self, session_id: SessionId, title: str) -> bool:
+        """Set a generated title unless a person titled the session; True if it was set."""
+        ...
+
+    async def discard_turn(self, session_id: SessionId, run_id: RunId) -> str:
+        """Roll back the session's last turn, the top-level run ``run_id``; return its question.
+
+        The run and its sub-agent runs leave the session's ``messages``, ``history`` and
+        ``session_runs`` (their rows stay for audit). Returns the text of the run's user message.
+
+        Raises:
+            NotFound: no such turn in the session (or it was rolled back already).
+            Conflict: a run of the session is active (``details["active_run_id"]``), or a
+                later turn exists.
+        """
+        ...
+
     async def set_summary(self, session_id: SessionId, summary: str, *, through: RunId) -> None:
         """Keep ``summary`` as the session's running summary of its turns up to ``through``."""
         ...

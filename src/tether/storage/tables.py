@@ -42,6 +42,7 @@ from tether.records import (
     Role,
     RunRecord,
     SessionRecord,
+    TitleSource,
     ToolCallRecord,
 )
 from tether.storage.store import StoredEvent
@@ -81,6 +82,7 @@ class SessionRow(Base):
     user_id: Mapped[str] = mapped_column(SafeString)
     agent: Mapped[str] = mapped_column(SafeString)
     title: Mapped[str | None] = mapped_column(SafeText)
+    title_source: Mapped[TitleSource | None] = mapped_column(String)
     summary: Mapped[str | None] = mapped_column(SafeText)
     summary_through: Mapped[str | None] = mapped_column(SafeString)
     created_at: Mapped[datetime]
@@ -93,6 +95,7 @@ class SessionRow(Base):
             user_id=UserId(self.user_id),
             agent=self.agent,
             title=self.title,
+            title_source=self.title_source,
             summary=self.summary,
             summary_through=RunId(self.summary_through) if self.summary_through else None,
             created_at=self.created_at,
@@ -107,6 +110,7 @@ class SessionRow(Base):
             "user_id": session.user_id,
             "agent": session.agent,
             "title": session.title,
+            "title_source": session.title_source,
             "summary": session.summary,
             "summary_through": session.summary_through,
             "created_at": session.created_at,
@@ -162,6 +166,8 @@ class RunRow(Base):
     cancel_action: Mapped[StopAction | None] = mapped_column(String)
     client_request_id: Mapped[str | None] = mapped_column(SafeString)
     resume_state: Mapped[JsonValue] = mapped_column(SafeJSON, nullable=True)
+    discarded_at: Mapped[datetime | None]
+    """Set when the run's turn was rolled back: it left the session's history and listings."""
 
     def to_record(self) -> RunRecord:
         cancel = None

@@ -13,12 +13,16 @@ import type {
   CancelRunBody,
   Problem,
   ResumeRunBody,
+  RollbackResult,
   RunEvent,
+  SessionFeedEvent,
   ServerConfig,
   SessionDetail,
   SessionPage,
   SessionSummary,
   StartRunBody,
+  StopReason,
+  TerminalStatus,
 } from './types'
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>
@@ -73,12 +77,13 @@ export class TetherClient {
     return this.json('GET', '/agents')
   }
 
-  sessions(agent: string, page: { limit?: number; before?: string | null } = {}): Promise<SessionPage> {
-    const query = new URLSearchParams()
-    if (page.limit !== undefined) query.set('limit', String(page.limit))
-    if (page.before) query.set('before', page.before)
-    const qs = query.toString()
-    return this.json('GET', `/agents/${enc(agent)}/sessions${qs ? `?${qs}` : ''}`)
+  sessions(agent: string, page: PageQuery = {}): Promise<SessionPage> {
+    return this.json('GET', `/agents/${enc(agent)}/sessions${pageQuery(page)}`)
+  }
+
+  /** The caller's sessions across every agent, most recently active first. */
+  allSessions(page: PageQuery = {}): Promise<SessionPage> {
+    return this.json('GET', `/sessions${pageQuery(page)}`)
   }
 
   session(sessionId: string): Promise<SessionDetail> {
@@ -91,6 +96,11 @@ export class TetherClient {
 
   async deleteSession(sessionId: string): Promise<void> {
     await this.json('DELETE', `/sessions/${enc(sessionId)}`)
+  }
+
+  /** Discard the session's last turn (the run's user message and all after it). */
+  rollback(sessionId: string, runId: string): Promise<RollbackResult> {
+    return this.json('POST', `/sessions/${enc(sessionId)}/rollback`, { run_id: runId })
   }
 
   cancelRun(runId: string, body: CancelRunBody = { reason: 'user', mode: 'now' }): Promise<CancelResult> {
@@ -125,6 +135,29 @@ export class TetherClient {
     const path = `/runs/${enc(runId)}/events?after=${afterSeq}`
     const response = await this.send('GET', path, { signal, stream: true })
     yield* this.events(response)
+  }
+
+  /**
+   * Open the session's live feed (from now on: runs starting and ending, title changes). Resolves
+   * once the server has answered, so the caller knows the feed is connected.
+   */
+  async openSessionFeed(sessionId: string, signal?: AbortSignal): Promise<AsyncIterable<SessionFeedEvent>> {
+    const response = await this.send('GET', `/sessions/${enc(sessionId)}/events`, { signal, stream: true })
+    return this.feedEvents(response)
+  }
+
+  private async *feedEvents(response: Response): AsyncGenerator<SessionFeedEvent> {
+    if (!response.body) return
+    for await (const frame of readSse(response.body, this.sse)) {
+      let data: unknown
+      try {
+        data = JSON.parse(frame.data)
+      } catch {
+        continue
+      }
+      const event = toFeedEvent(frame.event, data)
+      if (event) yield event
+    }
   }
 
   private async *events(response: Response): AsyncGenerator<RunEvent> {
@@ -192,6 +225,34 @@ export class TetherClient {
   }
 }
 
+export interface PageQuery {
+  limit?: number
+  before?: string | null
+}
+
+function pageQuery(page: PageQuery): string {
+  const query = new URLSearchParams()
+  if (page.limit !== undefined) query.set('limit', String(page.limit))
+  if (page.before) query.set('before', page.before)
+  const qs = query.toString()
+  return qs ? `?${qs}` : ''
+}
+
+/** Frames the feed may add later, or malformed ones, are skipped (null). */
+function toFeedEvent(name: string, data: unknown): SessionFeedEvent | null {
+  if (!data || typeof data !== 'object') return null
+  const d = data as Record<string, unknown>
+  if (name === 'session_updated' && typeof d.session_id === 'string') {
+    return { kind: 'session_updated', session: data as SessionSummary }
+  }
+  if (typeof d.run_id !== 'string') return null
+  if (name === 'run_started') return { kind: 'run_started', run_id: d.run_id, agent: String(d.agent ?? '') }
+  if (name === 'run_finished') {
+    return { kind: 'run_finished', run_id: d.run_id, status: d.status as TerminalStatus, reason: (d.reason ?? null) as StopReason | null }
+  }
+  return null
+}
+
 function enc(segment: string): string {
   return encodeURIComponent(segment)
 }
@@ -214,6 +275,7 @@ async function toApiError(response: Response): Promise<ApiError> {
         // FastAPI's own validation errors put a list in `detail`.
         detail: typeof p.detail === 'string' ? p.detail : p.detail ? JSON.stringify(p.detail) : null,
       }
+      if (typeof p.active_run_id === 'string') problem.active_run_id = p.active_run_id
     }
   } catch {
     // Not JSON (a proxy's HTML page, say): the status line is all we have.

@@ -143,6 +143,21 @@ export interface ServerConfig {
 export interface AgentInfo {
   name: string
   description: string | null
+  /** The JSON schema of the agent's context model, or null when it takes none. */
+  context_schema?: JsonSchema | null
+}
+
+/** The part of JSON schema the context form understands; anything else is edited as JSON. */
+export interface JsonSchema {
+  type?: string | string[]
+  title?: string
+  description?: string
+  default?: Json
+  enum?: Json[]
+  properties?: Record<string, JsonSchema>
+  required?: string[]
+  anyOf?: JsonSchema[]
+  $ref?: string
 }
 
 export interface SessionSummary {
@@ -200,12 +215,26 @@ export interface StartRunBody {
   session_id?: string
   client_request_id?: string
   on_disconnect?: 'cancel' | 'continue'
+  /** Validated against the agent's context model. */
+  context?: Record<string, Json>
 }
 
 export interface ResumeRunBody {
   decisions: ToolDecision[]
   on_disconnect?: 'cancel' | 'continue'
 }
+
+/** What `POST /sessions/{id}/rollback` discarded: the turn of `run_id`, and its user message. */
+export interface RollbackResult {
+  run_id: string
+  message: string
+}
+
+/** The frames of `GET /sessions/{id}/events`, the live feed of one session. */
+export type SessionFeedEvent =
+  | { kind: 'run_started'; run_id: string; agent: string }
+  | { kind: 'run_finished'; run_id: string; status: TerminalStatus; reason: StopReason | null }
+  | { kind: 'session_updated'; session: SessionSummary }
 
 export interface CancelRunBody {
   reason?: 'user'
@@ -226,4 +255,6 @@ export interface Problem {
   title: string
   status: number
   detail: string | null
+  /** A 409 for a busy session names the run that keeps it busy. */
+  active_run_id?: string | null
 }

@@ -88,7 +88,8 @@ export interface RunView {
 }
 
 export type Item =
-  | { kind: 'user'; key: string; content: string; run_id: string | null }
+  /** `unsent`: why this message never reached a run (see unsent.ts). */
+  | { kind: 'user'; key: string; content: string; run_id: string | null; unsent?: string }
   | { kind: 'run'; key: string; run_id: string }
 
 export interface Transcript {

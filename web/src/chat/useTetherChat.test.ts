@@ -17,7 +17,7 @@ beforeEach(() => {
   server = new FakeServer()
     .json('GET', '/config', { auth_required: false })
     .json('GET', '/agents', [{ name: 'helper', description: 'Helps.' }])
-    .json('GET', /^\/agents\/helper\/sessions/, { sessions: [], next_before: null })
+    .json('GET', /^\/sessions(\?|$)/, { sessions: [], next_before: null })
     .streams('POST', '/agents/helper/runs')
   local = memoryStorage()
   perTab = memoryStorage()
@@ -362,8 +362,8 @@ describe('sessions', () => {
 
   it('lists newest first, pages back, renames and deletes', async () => {
     server
-      .json('GET', '/agents/helper/sessions?limit=2', { sessions: [summary('s3', 'Three'), summary('s2')], next_before: 'cur2' })
-      .json('GET', '/agents/helper/sessions?limit=2&before=cur2', { sessions: [summary('s1', 'One')], next_before: null })
+      .json('GET', '/sessions?limit=2', { sessions: [summary('s3', 'Three'), summary('s2')], next_before: 'cur2' })
+      .json('GET', '/sessions?limit=2&before=cur2', { sessions: [summary('s1', 'One')], next_before: null })
       .json('PATCH', '/sessions/s2', summary('s2', 'Two'))
       .json('DELETE', '/sessions/s3', null, 204)
       .json('GET', '/sessions/s3', { session_id: 's3', agent: 'helper', title: 'Three', messages: [], runs: [], active_run_id: null })

@@ -8,6 +8,9 @@
  *   server's `run_finished` arrives. Aborting a fetch is never how a run is stopped.
  * - A stream that ends without `run_finished`, or any failed request, raises a banner with a
  *   Retry; nothing waits silently. Retrying a stream replays from the last applied seq.
+ * - A send that fails before the server names its run keeps the message: it goes back into
+ *   `draft` (the composer) and its turn says why it was not sent (unsent.ts).
+ * - Stop's progress is one explicit state (stopState.ts).
  * - A streaming run's id and last seq are kept in sessionStorage; after a reload the session is
  *   loaded, the active run's stored output dropped, and its events replayed from the start.
  * - Work started for one session never lands in another: each switch bumps an epoch and aborts
@@ -21,9 +24,9 @@
 
 import { computed, getCurrentScope, onScopeDispose, ref, shallowRef } from 'vue'
 import { ApiError, AuthError, TetherClient, type FetchLike } from '../api/client'
-import { StreamIdleError } from '../api/sse'
-import type { AgentInfo, RunEvent, SessionSummary } from '../api/types'
+import type { AgentInfo, Json, RunEvent, SessionSummary } from '../api/types'
 import { awaitingCalls, collectDecisions } from './approval'
+import { describe, isRetryable } from './failure'
 import {
   applyEvent,
   childIds,
@@ -38,12 +41,11 @@ import {
   type ToolCallView,
   type Transcript,
 } from './transcript'
+import { browserStorage, randomId, readJson, type KeyValueStorage } from './storage'
+import { StopControl } from './stopState'
+import { dropUnsent, isWorthResending, markUnsent, sendFailureInWords, sentence, withMessageBack } from './unsent'
 
-export interface KeyValueStorage {
-  getItem(key: string): string | null
-  setItem(key: string, value: string): void
-  removeItem(key: string): void
-}
+export { memoryStorage, type KeyValueStorage } from './storage'
 
 export interface UseTetherChatOptions {
   baseUrl?: string
@@ -79,7 +81,8 @@ export const STORAGE_KEYS = {
   run: 'tether.run',
 } as const
 
-const PENDING = 'pending:'
+/** The id prefix of a run view the server has not named yet. */
+export const PENDING = 'pending:'
 
 export function useTetherChat(options: UseTetherChatOptions = {}) {
   const local = options.localStorage ?? browserStorage('localStorage')
@@ -99,7 +102,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   const ready = ref(false)
   const authRequired = ref<boolean | null>(null)
   const authError = ref<string | null>(null)
-  const agents = ref<AgentInfo[]>([])
+  const agents = shallowRef<AgentInfo[]>([])
   const agent = ref<string | null>(null)
   const sessions = ref<SessionSummary[]>([])
   const nextBefore = ref<string | null>(null)
@@ -111,6 +114,10 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   /** The top-level run the composer is bound to ("pending:…" until the server names it). */
   const currentRunId = ref<string | null>(null)
   const banner = shallowRef<Banner | null>(null)
+  /** The composer's text: a send that fails puts its message back here. */
+  const draft = ref('')
+  /** The `context` every run of this chat is started with (see useAgentContext). */
+  const runContext = shallowRef<Record<string, Json> | null>(null)
 
   const needsKey = computed(() => authError.value !== null || (authRequired.value === true && !apiKey.value))
   const currentRun = computed<RunView | null>(() =>
@@ -135,10 +142,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   const broken = new Map<string, { top: boolean }>()
   let clientRequestId: string | null = null
   let pendingMessage: string | null = null
-  let stopWanted = false
-  let stopSent = false
-  /** The server answered the stop of the current run (so a paused run's end is in its events). */
-  let stopAnswered = false
+  const stopState = new StopControl()
 
   // ---- start-up, auth, agents -------------------------------------------------------------
 
@@ -190,12 +194,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   }
 
   async function selectAgent(name: string, opts: { sessionId?: string | null } = {}): Promise<void> {
-    if (name !== agent.value) {
-      agent.value = name
-      local.setItem(STORAGE_KEYS.agent, name)
-      sessions.value = []
-      nextBefore.value = null
-    }
+    setAgent(name)
     if (opts.sessionId) {
       void loadSessions()
       await openSession(opts.sessionId)
@@ -205,15 +204,19 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     }
   }
 
+  function setAgent(name: string): void {
+    if (name === agent.value) return
+    agent.value = name
+    local.setItem(STORAGE_KEYS.agent, name)
+  }
+
   // ---- sessions ---------------------------------------------------------------------------
 
+  /** The sidebar lists the user's sessions of every agent, most recently active first. */
   async function loadSessions(more = false): Promise<void> {
-    const name = agent.value
-    if (!name) return
     sessionsLoading.value = true
     try {
-      const page = await client.sessions(name, { limit: pageSize, before: more ? nextBefore.value : null })
-      if (name !== agent.value) return
+      const page = await client.allSessions({ limit: pageSize, before: more ? nextBefore.value : null })
       if (more) {
         const seen = new Set(sessions.value.map((s) => s.session_id))
         sessions.value = [...sessions.value, ...page.sessions.filter((s) => !seen.has(s.session_id))]
@@ -245,6 +248,9 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     try {
       const detail = await client.session(id)
       if (mine !== epoch) return
+      // Opening another agent's session from the sidebar switches the agent with it.
+      if (agents.value.some((a) => a.name === detail.agent)) setAgent(detail.agent)
+      saveView()
       transcript.value = transcriptFromSession(detail)
       loadedTitle.value = detail.title
       const active = detail.active_run_id
@@ -310,15 +316,14 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     const crid = newId()
     const viewId = PENDING + crid
     const t = transcript.value
+    dropUnsent(t)
     t.items.push({ kind: 'user', key: `user:${crid}`, content: message, run_id: viewId })
     t.runs[viewId] = newRunView(viewId, { agent: name })
     t.items.push({ kind: 'run', key: `run:${crid}`, run_id: viewId })
     currentRunId.value = viewId
     clientRequestId = crid
     pendingMessage = message
-    stopWanted = false
-    stopSent = false
-    stopAnswered = false
+    stopState.reset()
     rememberRun({ session_id: sessionId.value, run_id: null, client_request_id: crid, last_seq: -1 })
     startRun(viewId, message, crid)
     return true
@@ -333,6 +338,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       client_request_id: crid,
       on_disconnect: 'continue' as const,
       ...(sessionId.value ? { session_id: sessionId.value } : {}),
+      ...(runContext.value ? { context: runContext.value } : {}),
     }
     void consume(viewId, true, (signal) => client.startRun(name, body, signal))
   }
@@ -419,7 +425,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     })
     pendingMessage = null
     // Stop was pressed before the run had an id, and the session route could not take it.
-    if (stopWanted && !stopSent) void sendStop()
+    if (stopState.isWaitingForId) void sendStop()
   }
 
   function onRunFinished(view: RunView, top: boolean): void {
@@ -428,9 +434,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     if (!top) return
     if (view.run_id === currentRunId.value) {
       perTab.removeItem(STORAGE_KEYS.run)
-      stopWanted = false
-      stopSent = false
-      stopAnswered = false
+      stopState.reset()
     }
     // A sub-run whose stream failed is settled from what the parent reported about it.
     for (const id of allChildIds(view)) {
@@ -453,7 +457,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       // A stop that crossed the pause ends the run in the store only: fetch that end. (If the
       // stop is still on its way, this finds nothing new, and its answer follows the run again.)
       followPaused(view)
-    } else if (stopAnswered) {
+    } else if (stopState.isConfirmed) {
       // Deliberate: no automatic retry, which could spin against a run that stays paused.
       banner.value = {
         message: 'The run was stopped, but its end has not arrived yet.',
@@ -477,6 +481,10 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     if (!view || isFinished(view)) return
     if (!top && settleFromReport(view)) return
     if (view.paused?.submitting && resumeFailed(view, err)) return
+    if (top && viewId.startsWith(PENDING)) {
+      sendFailed(viewId, err)
+      return
+    }
     if (err instanceof AuthError) {
       fail(err, null)
       return
@@ -490,7 +498,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
       view.paused = null
       if (top) perTab.removeItem(STORAGE_KEYS.run)
       const session = sessionId.value
-      const reload = top && session && !viewId.startsWith(PENDING) ? () => openSession(session) : null
+      const reload = top && session ? () => openSession(session) : null
       banner.value = { message: describe(err), retry: reload }
       return
     }
@@ -501,24 +509,42 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     }
   }
 
-  /** Resume every broken stream from the last event applied. */
+  /**
+   * The send failed before the server named its run (see unsent.ts): the message goes back into
+   * the composer. A busy session is reloaded, so the run that keeps it busy shows.
+   */
+  function sendFailed(viewId: string, err: unknown): void {
+    const reason = err ? sendFailureInWords(err) : 'the connection closed before the run started'
+    markUnsent(transcript.value, viewId, reason)
+    perTab.removeItem(STORAGE_KEYS.run)
+    draft.value = withMessageBack(draft.value, pendingMessage ?? '')
+    pendingMessage = null
+    if (err instanceof AuthError) return fail(err, null)
+    const resend = isWorthResending(err) ? async () => void sendDraft() : null
+    const notice: Banner = { message: `Not sent: ${sentence(reason)} Your message is back in the message box.`, retry: resend }
+    banner.value = notice
+    const busyWith = err instanceof ApiError ? err.problem.active_run_id : null
+    const session = sessionId.value
+    if (busyWith && session && !transcript.value.runs[busyWith]) {
+      void openSession(session).then(() => (banner.value ??= notice))
+    }
+  }
+
+  /** Send what the composer holds; it empties once the message is taken. */
+  function sendDraft(): boolean {
+    const taken = send(draft.value)
+    if (taken) draft.value = ''
+    return taken
+  }
+
+  /** Resume every broken stream from the last event applied (top-level ones have an id by now). */
   async function retryStreams(): Promise<void> {
     banner.value = null
     const entries = [...broken.entries()]
     broken.clear()
     for (const [viewId, { top }] of entries) {
       const view = transcript.value.runs[viewId]
-      if (!view || isFinished(view)) continue
-      if (!viewId.startsWith(PENDING)) {
-        follow(viewId, view.last_seq, top)
-      } else if (sessionId.value) {
-        // The run may or may not exist: the session says which, and resumes it if it does.
-        await openSession(sessionId.value)
-      } else if (pendingMessage && clientRequestId) {
-        // Deliberate: the same client_request_id, so a server that did get the first try can
-        // recognise the retry instead of starting a second run.
-        startRun(viewId, pendingMessage, clientRequestId)
-      }
+      if (view && !isFinished(view)) follow(viewId, view.last_seq, top)
     }
   }
 
@@ -608,9 +634,9 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
   /** Ask the server to stop the streaming run; "stopping…" shows until its run_finished. */
   async function stop(): Promise<void> {
     const view = currentRun.value
-    if (!view || isFinished(view) || stopSent) return
+    if (!view || isFinished(view) || stopState.isSent) return
     view.stopping = true
-    stopWanted = true
+    stopState.want()
     await sendStop()
   }
 
@@ -618,11 +644,11 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     const view = currentRun.value
     if (!view || isFinished(view)) return
     const runId = view.run_id.startsWith(PENDING) ? null : view.run_id
-    stopSent = true
+    stopState.sending()
     try {
       if (runId) {
         await client.cancelRun(runId, { reason: 'user', mode: 'now' })
-        stopAnswered = true
+        stopState.confirmed()
         // A paused run has no stream open: its end is only in its events.
         followPaused(view)
       } else if (sessionId.value && clientRequestId) {
@@ -630,15 +656,14 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
         if (!result?.accepted) {
           // The run did not exist yet: stop it by id once run_started names it (or now, if that
           // happened while this request was on its way).
-          stopSent = false
+          stopState.notDeliverable()
           if (!view.run_id.startsWith(PENDING) && !isFinished(view)) await sendStop()
         }
       } else {
-        stopSent = false // a new session's first run: stopped by id once run_started names it
+        stopState.notDeliverable() // a new session's first run: stopped by id once run_started names it
       }
     } catch (err) {
-      stopSent = false
-      stopWanted = false
+      stopState.reset()
       if (!isFinished(view)) view.stopping = false
       fail(err, stop, "Couldn't stop the run")
     }
@@ -659,9 +684,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     sessionLoading.value = false
     clientRequestId = null
     pendingMessage = null
-    stopWanted = false
-    stopSent = false
-    stopAnswered = false
+    stopState.reset()
     banner.value = null
   }
 
@@ -744,6 +767,9 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     isStopping,
     isAwaitingApproval,
     banner,
+    draft,
+    runContext,
+    client,
     // actions
     init,
     setApiKey,
@@ -756,6 +782,7 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
     renameSession,
     deleteSession,
     send,
+    sendDraft,
     stop,
     decide,
     undoDecision,
@@ -766,50 +793,3 @@ export function useTetherChat(options: UseTetherChatOptions = {}) {
 }
 
 export type TetherChat = ReturnType<typeof useTetherChat>
-
-function isRetryable(status: number): boolean {
-  return status >= 500 || status === 408 || status === 429
-}
-
-export function describe(err: unknown): string {
-  if (err instanceof ApiError) return err.message
-  if (err instanceof StreamIdleError) return `the server went quiet (${err.message})`
-  if (err instanceof DOMException && err.name === 'TimeoutError') return 'the server did not answer in time'
-  if (err instanceof TypeError) return "can't reach the server"
-  if (err instanceof Error) return err.message
-  return String(err)
-}
-
-function readJson<T>(storage: KeyValueStorage, key: string): T | null {
-  try {
-    const raw = storage.getItem(key)
-    return raw ? (JSON.parse(raw) as T) : null
-  } catch {
-    return null
-  }
-}
-
-function browserStorage(name: 'localStorage' | 'sessionStorage'): KeyValueStorage {
-  try {
-    const storage = globalThis[name]
-    if (storage) return storage
-  } catch {
-    // Storage can be disabled (privacy settings); the page then just forgets on reload.
-  }
-  return memoryStorage()
-}
-
-export function memoryStorage(): KeyValueStorage {
-  const data = new Map<string, string>()
-  return {
-    getItem: (key) => data.get(key) ?? null,
-    setItem: (key, value) => void data.set(key, value),
-    removeItem: (key) => void data.delete(key),
-  }
-}
-
-/** A random id; crypto.randomUUID exists only on secure origins, getRandomValues everywhere. */
-function randomId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16))
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
-}

@@ -50,6 +50,11 @@ export class FakeStream {
     if (!this.closed) this.controller.enqueue(this.encoder.encode(text))
   }
 
+  /** Send a frame of the session feed (`GET /sessions/{id}/events`). */
+  feed(event: string, data: unknown): void {
+    this.raw(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+  }
+
   /** End the stream cleanly (whether or not a run_finished was sent). */
   close(): void {
     if (this.closed) return
