@@ -313,15 +313,19 @@ class Recorder:
         slow = StorageError(f"a storage write has taken over {self._give_up_s:g} s")
         self._note_failure(list(self._buffers.values()), slow)
 
-    async def flush(self, *, is_write_shielded: bool = False) -> bool:
-        """Write everything buffered; False if the store failed (the data is kept).
+    async def flush(
+        self, *, is_write_shielded: bool = False, only: RunBuffer | None = None
+    ) -> bool:
+        """Write everything buffered (or ``only`` that run's); False if the store failed.
 
-        ``is_write_shielded``: the write, once started, is never cut short (waiting for the
-        flusher's write in flight still is).
+        The data of a failed write is kept. ``is_write_shielded``: the write, once started, is
+        never cut short (waiting for the flusher's write in flight still is).
         """
         async with self._lock:
             # A buffer whose run row is still being created waits: its rows reference it.
             buffers = [b for b in self._buffers.values() if b.is_ready]
+            if only is not None:
+                buffers = [only] if only in buffers else []
             # Decided before the write: a run that finishes while it is in flight has more to
             # write (its terminal event), so only the next flush may forget it.
             finished = [buffer for buffer in buffers if buffer.is_finished]
@@ -411,7 +415,9 @@ class Recorder:
         delay_s = RETRY_FIRST_S
         with anyio.move_on_after(timeout_s):
             while True:
-                await self.flush(is_write_shielded=True)
+                # Only this run's rows: its terminal event waits for this write, which must not
+                # carry every other run's streamed text (the flusher's tick does).
+                await self.flush(is_write_shielded=True, only=buffer)
                 if buffer.landed.is_set():
                     break
                 await anyio.sleep(delay_s)

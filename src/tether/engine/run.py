@@ -353,7 +353,7 @@ class Run:
             run_id=self.run_id,
             next_seq=old_terminal.seq,
             usage=self.ending.usage,
-            stop=self.token.request,
+            stop=self.ending.cancel,
             now=utcnow(),
         )
         ending = self.ending = decide(state, cause)
