@@ -206,12 +206,14 @@ class Store(Protocol):
         ``spare``: runs the caller is driving, alive whatever their lease says (a worker whose
         renewals were too slow must not end its own runs).
 
-        Keeps their flushed partial text (streaming messages become ``interrupted``), closes their
-        open tool calls ``cancelled``, and appends a terminal ``run_finished`` event so stream
-        replays end. Its seq follows their last stored event and, given ``live``, the last one
-        the bus carried (a dead worker's viewers may have seen events it never stored): no
-        viewer has seen that seq yet. Once committed, the terminal events are published on
-        ``live``, so live viewers end at once.
+        The store reads each run's partial state and writes what ``tether.ending.decide``
+        returns: a stored terminal event is adopted; otherwise the run keeps its flushed partial
+        text (its last streaming message becomes ``interrupted``), its open tool calls are closed
+        ``cancelled``, each with a ``tool_call_finished`` event, and a terminal ``run_finished``
+        event follows so stream replays end. Those seqs follow their last stored event and,
+        given ``live``, the last one the bus carried (a dead worker's viewers may have seen
+        events it never stored): no viewer has seen them yet. Once committed, the new events
+        are published on ``live``, so live viewers end at once.
         """
         ...
 
