@@ -16,6 +16,7 @@ from tether.events import (
     StopReason,
     TerminalStatus,
     TextDelta,
+    ToolCallFinished,
     Usage,
     event_json,
     parse_event,
@@ -444,15 +445,24 @@ async def test_interrupt_expired_closes_the_run_its_messages_and_tool_calls(stor
         ),
     ]
     events = await store.events_after(RunId("r1"), -1, limit=100)
-    assert [e.seq for e in events] == [0, 1, 2, 2 + RECOVERY_SEQ_GAP]
+    # Like a live run's ending: the open call is closed by an event, then the terminal one.
+    assert [(e.seq, e.kind) for e in events] == [
+        (0, "text_delta"),
+        (1, "text_delta"),
+        (2, "text_delta"),
+        (2 + RECOVERY_SEQ_GAP, "tool_call_finished"),
+        (3 + RECOVERY_SEQ_GAP, "run_finished"),
+    ]
+    closed = parse_event(events[-2].payload)
+    assert isinstance(closed, ToolCallFinished)
+    assert (closed.call_id, closed.status, closed.error) == ("c2", "cancelled", "worker lost")
     terminal = parse_event(events[-1].payload)
     assert isinstance(terminal, RunFinished)
-    assert (events[-1].kind, terminal.run_id, terminal.seq) == (
-        "run_finished",
+    assert (terminal.run_id, terminal.status, terminal.reason) == (
         "r1",
-        2 + RECOVERY_SEQ_GAP,
+        "interrupted",
+        "worker_lost",
     )
-    assert (terminal.status, terminal.reason) == ("interrupted", "worker_lost")
 
 
 async def test_interrupt_expired_when_run_has_no_events_appends_terminal_past_the_gap(

@@ -27,6 +27,7 @@ from anyio.abc import Process
 from tests.e2e.crash_app import AGENT, LOOKUP_TEXT, echo_entries
 from tests.http._sse import Frame, SseParser, parse
 from tether.engine.history import HistoryRules, why
+from tether.storage.store import RECOVERY_SEQ_GAP
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -232,11 +233,14 @@ async def next_turn_history(server: Server, session_id: str) -> list[dict[str, A
 
 
 def assert_replay_ends_interrupted(frames: list[Frame], seen: Seen) -> None:
-    *stored, last = frames
-    # What was stored is contiguous; recovery's terminal event comes after every seq any viewer
-    # may have seen (RECOVERY_SEQ_GAP past them), so a reconnect never mistakes it for one seen.
+    # What was stored is contiguous; recovery's ending (a tool_call_finished per open call, then
+    # the terminal event) comes after every seq any viewer may have seen (RECOVERY_SEQ_GAP past
+    # them), so a reconnect never mistakes it for one seen.
+    stored = [f for f in frames if f.seq < RECOVERY_SEQ_GAP]
+    *closing, last = frames[len(stored) :]
     assert [f.seq for f in stored] == list(range(len(stored)))
-    assert last.seq > max([f.seq for f in seen.frames], default=-1)
+    assert [f.event for f in closing] == ["tool_call_finished"] * len(closing)
+    assert [*closing, last][0].seq > max([f.seq for f in seen.frames], default=-1)
     assert (last.event, last.json["status"], last.json["reason"]) == (
         "run_finished",
         "interrupted",

@@ -10,6 +10,8 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tether import RunFinished, Settings, Tether
+from tether.errors import StorageError
+from tether.events import event_json
 from tether.storage.memory import MemoryStore
 from tether.storage.store import WriteBatch
 
@@ -72,4 +74,66 @@ async def test_a_write_stuck_past_give_up_fails_the_run_then_lands_whole() -> No
         assert outcome.status == "failed"
         stored = await store.events_after(run.run_id, -1, limit=100_000)
         assert stored[-1].kind == "run_finished"
+        assert [e.seq for e in stored] == list(range(len(stored)))
+
+
+class EndingRefusedStore(MemoryStore):
+    """The in-memory store, failing every write that carries a run's ending until ``opened``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = False
+        self.refused = anyio.Event()
+
+    async def write(self, batch: WriteBatch) -> None:
+        if batch.endings and not self.opened:
+            self.refused.set()
+            raise StorageError("database is locked")
+        await super().write(batch)
+
+
+async def short(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    for word in ("one ", "two ", "three"):
+        yield word
+
+
+@pytest.mark.parametrize("how", ["completed", "stopped"])
+async def test_a_final_write_that_never_lands_ends_the_run_failed_once_for_every_viewer(
+    how: str,
+) -> None:
+    """Issue #13: the final write retries until ``storage_give_up_s``; then the run ends
+    ``failed`` (storage lost) instead, and that is the one ending viewers get and the store
+    keeps: nobody ever saw the ending it could not store."""
+    store = EndingRefusedStore()
+    settings = Settings(database_url="memory", flush_interval_s=0.05, storage_give_up_s=GIVE_UP_S)
+    app = Tether(store=store, settings=settings)
+    app.agent("short")(lambda ctx: Agent(FunctionModel(stream_function=short)))
+    app.agent("talker")(lambda ctx: Agent(FunctionModel(stream_function=talk)))
+    async with app:
+        run = await app.start("short" if how == "completed" else "talker", "hi")
+        live, replayed_at_once = run.events(), run.events()
+        if how == "stopped":
+            async for event in live:
+                if event.seq == 3:
+                    break
+            await run.cancel()
+        with anyio.fail_after(5):
+            await store.refused.wait()
+            seen = [e async for e in live]
+            other_viewer = [e async for e in replayed_at_once]
+        endings = [e for e in seen if isinstance(e, RunFinished)]
+        assert [e for e in other_viewer if isinstance(e, RunFinished)] == endings
+        [terminal] = endings
+        assert (terminal.status, terminal.reason) == ("failed", "error")
+        assert terminal.error is not None
+        assert "storage lost" in terminal.error
+        store.opened = True
+        with anyio.fail_after(5):
+            outcome = await run.outcome()
+        assert (outcome.status, outcome.error) == ("failed", terminal.error)
+        record = await store.get_run(run.run_id)
+        assert record is not None
+        assert (record.status, record.reason, record.error) == ("failed", "error", terminal.error)
+        stored = await store.events_after(run.run_id, -1, limit=100_000)
+        assert [e.payload for e in stored if e.kind == "run_finished"] == [event_json(terminal)]
         assert [e.seq for e in stored] == list(range(len(stored)))

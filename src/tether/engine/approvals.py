@@ -6,24 +6,17 @@ compare-and-set transaction with the events a live run would have emitted: ``sto
 a ``tool_call_finished`` (``cancelled``) for every waiting call, and ``run_finished``.
 """
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import JsonValue
 
+from tether.ending import RunState, Stopped, decide
 from tether.errors import UsageError
-from tether.events import (
-    RunEvent,
-    RunFinished,
-    StopRequested,
-    ToolCallFinished,
-    ToolDecision,
-    event_json,
-)
+from tether.events import ToolDecision
 from tether.ids import RunId
 from tether.records import CancelRequest, MessageRecord, RunRecord, ToolCallRecord
-from tether.storage.store import Finish, StoredEvent, WriteBatch
+from tether.storage.store import Finish, WriteBatch, stored
 
 
 def awaiting_calls(messages: Sequence[MessageRecord]) -> list[ToolCallRecord]:
@@ -81,56 +74,20 @@ def ending(
 ) -> tuple[Finish, WriteBatch]:
     """The end of a paused run stopped by ``request``: its terminal state, and its batch.
 
-    The batch closes the waiting calls, marks the last response interrupted, and carries the
-    events a live run would have emitted.
+    ``tether.ending.decide`` rules (the batch closes the waiting calls, marks the last response
+    interrupted, and carries the events a live run would have emitted); this only gathers the
+    paused run's state from its stored records.
     """
-    why = f"the run was stopped ({request.reason}) while it waited for approval"
-    calls = [
-        dataclasses.replace(c, status="cancelled", error=why, finished_at=now)
-        for c in awaiting_calls(messages)
-    ]
-    events: list[RunEvent] = [
-        StopRequested(
-            run_id=run.run_id,
-            seq=last_seq + 1,
-            reason=request.reason,
-            mode=request.mode,
-            action=request.action,
-            by=request.by,
-        )
-    ]
-    for call in calls:
-        events.append(
-            ToolCallFinished(
-                run_id=run.run_id,
-                seq=last_seq + 1 + len(events),
-                call_id=call.call_id,
-                status="cancelled",
-                error=why,
-            )
-        )
-    events.append(
-        RunFinished(
-            run_id=run.run_id,
-            seq=last_seq + 1 + len(events),
-            status="cancelled",
-            reason=request.reason,
-            usage=run.usage,
-        )
-    )
     answers = [m for m in messages if m.role == "assistant"]
-    interrupted = (
-        [dataclasses.replace(answers[-1], status="interrupted", completed_at=now)]
-        if answers
-        else []
+    state = RunState(
+        run_id=run.run_id,
+        next_seq=last_seq + 1,
+        usage=run.usage,
+        messages=answers[-1:],
+        open_calls=awaiting_calls(messages),
+        is_paused=True,
+        stop=run.cancel,
+        now=now,
     )
-    batch = WriteBatch(
-        messages=interrupted,
-        tool_calls=calls,
-        events=[
-            StoredEvent(run_id=e.run_id, seq=e.seq, kind=e.kind, payload=event_json(e))
-            for e in events
-        ],
-    )
-    finish = Finish(status="cancelled", reason=request.reason, usage=run.usage, finished_at=now)
-    return finish, batch
+    end, batch = stored(decide(state, Stopped(request=request)))
+    return end.finish, batch

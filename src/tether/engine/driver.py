@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from tether.bus.base import CancelBus, EventBus
+from tether.ending import Cause, Completed, Failed, Stopped, StorageLost
 from tether.engine import approvals
 from tether.engine.cancel import CancelToken
 from tether.engine.config import FINAL_WRITE_TIMEOUT_S, EngineConfig
@@ -32,11 +33,10 @@ from tether.engine.registry import AgentSpec
 from tether.engine.run import Resumption, Run
 from tether.engine.session_history import TurnInput, session_history
 from tether.errors import StorageError, UsageError
-from tether.events import StopReason, TerminalStatus
 from tether.ids import RunId, new_id
 from tether.records import CancelRequest, RunRecord, utcnow
 from tether.runtimes.base import Continuation, KnowsContextWindow, Paused, Runtime, Turn
-from tether.storage.store import Ending, Finish, Store
+from tether.storage.store import Store, stored
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Driver:
 
     def _storage_lost(self, record: RunRecord, why: str) -> None:
         if run := self._runs.get(record.run_id):
-            if run.finish("failed", "error", why) is not None:
+            if run.finish(StorageLost(why=why)) is not None:
                 # Deliberate: no commit point to wait for, the store is known to be gone; the
                 # clients are told now, and the ending lands whenever the store is back.
                 run.release_terminal()
@@ -154,9 +154,8 @@ class Driver:
         ctx: AgentContext,
         resume: Continuation | None = None,
     ) -> None:
-        status: TerminalStatus = "failed"
-        reason: StopReason | None = "error"
-        error: str | None = "interrupted"
+        # What we record if anything escapes.
+        cause: Cause = Failed(error="interrupted")
         paused: Paused | None = None
         # Deliberate: an immediate stop ends the run for its viewers right away. From that
         # moment the sink is closed, so nothing more is emitted or recorded and the outcome is
@@ -167,25 +166,26 @@ class Driver:
             async with self._cancel_bus.watch(run.run_id, functools.partial(_stop, run)):
                 with anyio.CancelScope() as scope:
                     paused = await self._drive_turn(run, spec, prompt, ctx, scope, resume)
-            status, reason, error = "completed", None, None
+            cause = Completed()
             if paused is not None and run.parent_run_id is not None:
                 paused = None
-                status, reason, error = "failed", "error", "a sub-agent can't wait for approval"
+                cause = Failed(error="a sub-agent can't wait for approval")
         except Exception as exc:  # noqa: BLE001  # any failure of agent code ends the run `failed`
             if run.token.request is None:
                 log.warning("run %s failed: %r", run.run_id, exc)
-                status, reason, error = "failed", "error", f"{type(exc).__name__}: {exc}"
+                cause = Failed(error=f"{type(exc).__name__}: {exc}")
         except BaseException:
             # Deliberate: an outer cancellation (shutdown) still records the run, then propagates.
-            status, reason, error = "cancelled", "shutdown", None
+            cause = Stopped(request=CancelRequest(reason="shutdown", by=self._config.worker_id))
             raise
         finally:
-            if (request := run.token.request) is not None and status != "failed":
-                status, reason, error = "cancelled", request.reason, None
-            if paused is not None and status == "completed":
+            if (request := run.token.request) is not None and not isinstance(cause, Failed):
+                cause = Stopped(request=request)
+            if paused is not None and isinstance(cause, Completed):
                 await self._pause(run, paused, ctx)
             else:
-                await self._finish(run, status, reason, error)
+                run.finish(cause)
+                await self._persist(run)
 
     async def _drive_turn(
         self,
@@ -242,50 +242,36 @@ class Driver:
 
     # --- the final write -----------------------------------------------------------------
 
-    async def _finish(
-        self, run: Run, status: TerminalStatus, reason: StopReason | None, error: str | None
-    ) -> None:
-        run.finish(status, reason, error)
-        await self._persist(run)
-
     async def _persist(self, run: Run) -> None:
         """Store the run's last state and its ending, in one transaction, once.
 
         The run stays in the engine's table (so the heartbeat keeps renewing its lease, and no
         recovery can end it a second time) until that write has landed. The recorder retries a
-        failing store; after ``give_up_s`` the run's waiters are released (its end is then
-        known in memory only) but the write keeps being retried until it lands or the worker
-        shuts down.
+        failing store with backoff; after ``give_up_s`` without landing, the run ends ``failed``
+        instead (storage lost; no viewer has seen the first ending, so this is the only one
+        any viewer gets), its waiters are released, and the write of that ending keeps being
+        retried until it lands or the worker shuts down.
         """
         if run.is_persisting:  # started at the stop; the drive task just waits for it
             await run.wait_persisted()
             return
         run.is_persisting = True
-        outcome = run.outcome
-        assert outcome is not None
+        ending = run.ending
+        assert ending is not None
         give_up_s = self._recorder.give_up_s
         try:
             with anyio.move_on_after(give_up_s, shield=True):
                 for child in run.children:  # a parent is stored as ended only after its children
                     await child.wait_persisted()
-            run.buffer.end(
-                Ending(
-                    finish=Finish(
-                        status=outcome.status,
-                        reason=outcome.reason,
-                        error=outcome.error,
-                        usage=outcome.usage,
-                        finished_at=utcnow(),
-                        cancel=run.token.request,
-                    ),
-                    # Who stopped it and why, recorded with its end if the row has no stop yet
-                    # (the canceller's own note may come later, and then finds it finished).
-                    cancel=run.token.request,
-                )
-            )
+            run.buffer.end(stored(ending)[0])
             landed = False
             with anyio.CancelScope(shield=True):
                 landed = await self._recorder.close(run.buffer, timeout_s=give_up_s)
+                if not landed:
+                    why = f"storage lost: the run's ending was not stored within {give_up_s:g} s"
+                    await self._recorder.change_unlanded(
+                        run.buffer, functools.partial(run.end_instead, StorageLost(why=why))
+                    )
             if not landed:
                 log.warning(
                     "run %s: ending not stored after %g s; still retrying", run.run_id, give_up_s
@@ -329,7 +315,7 @@ class Driver:
     def _finish_on_stop(self, run: Run) -> None:
         request = run.token.request
         assert request is not None
-        if run.finish("cancelled", request.reason, None) is not None:
+        if run.finish(Stopped(request=request)) is not None:
             # The sink is closed: nothing more is recorded, so the ending is written now,
             # while the runtime tears down (the terminal event waits for this write only).
             self._task_group.start_soon(self._persist, run, name=f"end {run.run_id}")

@@ -138,6 +138,33 @@ class RunBuffer:
             if message.status == "streaming":
                 self._close(message, last_status if message is self._messages[-1] else "complete")
 
+    def open_messages(self) -> list[MessageRecord]:
+        """The run's responses still streaming, oldest first (what its ending closes)."""
+        return [self._record(m) for m in self._messages if m.status == "streaming"]
+
+    def calls(self, call_ids: Iterable[str]) -> list[ToolCallRecord]:
+        return [self._calls[call_id] for call_id in call_ids]
+
+    def close_records(
+        self, messages: Iterable[MessageRecord], tool_calls: Iterable[ToolCallRecord]
+    ) -> None:
+        """Take the run's ending's closed messages and tool calls (``tether.ending.decide``)."""
+        by_id = {m.message_id: m for m in self._messages}
+        for record in messages:
+            message = by_id[record.message_id]
+            message.status = record.status
+            message.completed_at = record.completed_at
+            message.dirty = True
+        for call in tool_calls:
+            self._calls[call.call_id] = call
+            self._dirty_calls.add(call.call_id)
+
+    def replace_terminal(self, old: StoredEvent, new: StoredEvent, ending: Ending) -> None:
+        """A terminal event never shown gives way to another (under the recorder's lock)."""
+        self._events = [e for e in self._events if e is not old]
+        self._events.append(new)
+        self._ending = ending
+
     def take(self, batch: "_BatchBuilder") -> None:
         for m in self._messages:
             if m.dirty:
@@ -288,15 +315,19 @@ class Recorder:
         slow = StorageError(f"a storage write has taken over {self._give_up_s:g} s")
         self._note_failure(list(self._buffers.values()), slow)
 
-    async def flush(self, *, is_write_shielded: bool = False) -> bool:
-        """Write everything buffered; False if the store failed (the data is kept).
+    async def flush(
+        self, *, is_write_shielded: bool = False, only: RunBuffer | None = None
+    ) -> bool:
+        """Write everything buffered (or ``only`` that run's); False if the store failed.
 
-        ``is_write_shielded``: the write, once started, is never cut short (waiting for the
-        flusher's write in flight still is).
+        The data of a failed write is kept. ``is_write_shielded``: the write, once started, is
+        never cut short (waiting for the flusher's write in flight still is).
         """
         async with self._lock:
             # A buffer whose run row is still being created waits: its rows reference it.
             buffers = [b for b in self._buffers.values() if b.is_ready]
+            if only is not None:
+                buffers = [only] if only in buffers else []
             # Decided before the write: a run that finishes while it is in flight has more to
             # write (its terminal event), so only the next flush may forget it.
             finished = [buffer for buffer in buffers if buffer.is_finished]
@@ -386,12 +417,25 @@ class Recorder:
         delay_s = RETRY_FIRST_S
         with anyio.move_on_after(timeout_s):
             while True:
-                await self.flush(is_write_shielded=True)
+                # Only this run's rows: its terminal event waits for this write, which must not
+                # carry every other run's streamed text (the flusher's tick does).
+                await self.flush(is_write_shielded=True, only=buffer)
                 if buffer.landed.is_set():
                     break
                 await anyio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
         return buffer.landed.is_set()
+
+    async def change_unlanded(self, buffer: RunBuffer, change: Callable[[], object]) -> bool:
+        """Run ``change`` on a finished run's buffer while no write of it is in flight.
+
+        False (``change`` not run) if its last state has landed meanwhile: then that is its end.
+        """
+        async with self._lock:
+            if buffer.landed.is_set():
+                return False
+            change()
+            return True
 
     def _note_failure(self, buffers: list[RunBuffer], exc: StorageError) -> None:
         now = anyio.current_time()

@@ -26,6 +26,16 @@ import anyio
 from pydantic import JsonValue
 
 from tether.bus.base import EventBus
+from tether.ending import (
+    Cause,
+    Completed,
+    Failed,
+    RunEnding,
+    RunState,
+    Stopped,
+    StorageLost,
+    decide,
+)
 from tether.engine.cancel import CancelToken
 from tether.engine.policies import BudgetMeter
 from tether.engine.recorder import RunBuffer
@@ -51,8 +61,8 @@ from tether.events import (
     event_json,
 )
 from tether.ids import RunId, SessionId, UserId
-from tether.records import CancelRequest, MessageStatus, ToolCallRecord, utcnow
-from tether.storage.store import StoredEvent
+from tether.records import CancelRequest, ToolCallRecord, utcnow
+from tether.storage.store import StoredEvent, stored
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +143,8 @@ class Run:
         self._pending_terminal: tuple[RunFinished, StoredEvent] | None = None
         """The terminal event, recorded but not yet shown to viewers (its write is pending)."""
         self.outcome: RunOutcome | None = None
+        self.ending: RunEnding | None = None
+        """How the run ended, as ``tether.ending.decide`` ruled (what its store is given)."""
         self.paused: RunPaused | None = None
         if resume is None:
             self._emit(
@@ -212,11 +224,11 @@ class Run:
         request = self.token.request
         match status:
             case "completed":
-                self.finish("completed", None, None)
+                self.finish(Completed())
             case "cancelled":
-                self.finish("cancelled", request.reason if request else "parent", None)
+                self.finish(Stopped(request=request or CancelRequest(reason="parent")))
             case "failed":
-                self.finish("failed", "error", "the member or step failed")
+                self.finish(Failed(error="the member or step failed"))
 
     def child_started(self, child: "Run", call_id: str | None) -> None:
         self.children.append(child)
@@ -279,55 +291,90 @@ class Run:
     def is_finished(self) -> bool:
         return self._finished is not None
 
-    def finish(
-        self, status: TerminalStatus, reason: StopReason | None, error: str | None
-    ) -> RunFinished | None:
-        """Close open tool calls, then emit the one terminal event (None if already done)."""
+    def finish(self, cause: Cause) -> RunFinished | None:
+        """End the run for ``cause`` as ``tether.ending.decide`` rules (None if already done).
+
+        Closes open tool calls and the last response, emits their events, and records the one
+        terminal event: viewers get it from ``release_terminal``, once it is stored.
+        """
         if self._closed is not None:
             return None
         for child in self.children:
             if child.outcome is None and child.is_driven_by_parent:
                 # Nobody else will end it: it ends with its parent.
-                child.finished("completed" if status == "completed" else "cancelled")
+                child.finished("completed" if isinstance(cause, Completed) else "cancelled")
             if child.outcome is not None:
                 self.child_finished(child.outcome)
-        call_status: Literal["error", "cancelled"] = "error" if status == "failed" else "cancelled"
-        for call_id in sorted(self._open_calls):
-            self._close_call(call_id, call_status, None, error or f"run {status}")
-        self.buffer.finish("complete" if status == "completed" else _message_status(status))
         if self._usage_probe is not None:
             # A stop mid-response: what the model used so far is known only to the runtime.
             try:
                 self.meter.report(self._usage_probe())
             except Exception as exc:  # noqa: BLE001  # the ending must not depend on a probe
                 log.warning("run %s: usage probe failed: %r", self.run_id, exc)
-        usage = self.meter.usage()
-        self.buffer.usage(usage)
-        terminal = RunFinished(
+        state = RunState(
             run_id=self.run_id,
-            seq=self._next_seq(),
-            status=status,
-            reason=reason,
-            usage=usage,
-            error=error,
+            next_seq=self._next_seq(),
+            usage=self.meter.usage(),
+            messages=self.buffer.open_messages(),
+            open_calls=self.buffer.calls(sorted(self._open_calls)),
+            stop=self.token.request,
+            now=utcnow(),
         )
+        ending = decide(state, cause)
+        self._open_calls.clear()
+        self.buffer.close_records(ending.messages, ending.tool_calls)
+        self.buffer.usage(ending.usage)
+        for event in ending.events[:-1]:
+            assert event.seq == self._next_seq()
+            self._emit(event)
+        if ending.tool_calls:
+            self._wake_recorder()
+        terminal = ending.terminal
         # The commit point: the terminal event goes to the store now, and to viewers only
         # once the run's ending is stored with it (``release_terminal``).
         self._pending_terminal = (terminal, self._record(terminal))
         self._finished = self._closed = terminal
+        self.ending = ending
         # Timers only: the stop callbacks must still reach the runtime when a run ends
         # without a stop (storage lost), so it stops producing into a closed sink.
         self.token.cancel_timers()
-        self.outcome = RunOutcome(
-            run_id=self.run_id,
-            status=status,
-            reason=reason,
-            error=error,
-            usage=usage,
-            text=self.buffer.text,
-        )
+        self.outcome = self._outcome(ending)
         self._done.set()
         return terminal
+
+    def end_instead(self, cause: StorageLost) -> bool:
+        """Replace an ending no viewer has seen yet (its write never landed); False if shown.
+
+        Only the run's terminal fields and event change: the records the first ending closed
+        stay closed. Call it while no write of the run is in flight (``Recorder.change_unlanded``).
+        """
+        if (pending := self._pending_terminal) is None or self.ending is None:
+            return False
+        old_terminal, old_stored = pending
+        state = RunState(
+            run_id=self.run_id,
+            next_seq=old_terminal.seq,
+            usage=self.ending.usage,
+            stop=self.ending.cancel,
+            now=utcnow(),
+        )
+        ending = self.ending = decide(state, cause)
+        new_stored = self._record_later(ending.terminal)
+        self.buffer.replace_terminal(old_stored, new_stored, stored(ending)[0])
+        self._pending_terminal = (ending.terminal, new_stored)
+        self._finished = self._closed = ending.terminal
+        self.outcome = self._outcome(ending)
+        return True
+
+    def _outcome(self, ending: RunEnding) -> RunOutcome:
+        return RunOutcome(
+            run_id=self.run_id,
+            status=ending.status,
+            reason=ending.reason,
+            error=ending.error,
+            usage=ending.usage,
+            text=self.buffer.text,
+        )
 
     def pause(self, calls: Sequence[PendingCall], expires_at: datetime | None) -> RunPaused | None:
         """Wait for approval of ``calls``: record them as such, emit ``RunPaused``, close the sink.
@@ -445,18 +492,17 @@ class Run:
         self._show(event, self._record(event))
 
     def _record(self, event: RunEvent) -> StoredEvent:
-        stored = StoredEvent(
-            run_id=self.run_id, seq=event.seq, kind=event.kind, payload=event_json(event)
-        )
+        stored = self._record_later(event)
         self.buffer.event(stored)
         return stored
+
+    def _record_later(self, event: RunEvent) -> StoredEvent:
+        return StoredEvent(
+            run_id=self.run_id, seq=event.seq, kind=event.kind, payload=event_json(event)
+        )
 
     def _show(self, event: RunEvent, stored: StoredEvent) -> None:
         self._events.append(event)
         self._bus.publish(stored)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
-
-
-def _message_status(status: TerminalStatus) -> MessageStatus:
-    return "error" if status == "failed" else "interrupted"

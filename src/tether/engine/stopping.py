@@ -75,14 +75,12 @@ class Stopper:
             run = None
         if run is not None:
             accepted = run.stop(request)
-            # Let the run's viewers send the stop's frames before the durable note's I/O.
-            await anyio.lowlevel.checkpoint()
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self._store.request_cancel(run_id, run.token.request or request)
-            except StorageError as exc:
-                # The stop has landed; only its durable note is late (the run's end records it).
-                log.warning("run %s: stop recorded in memory only: %s", run_id, exc)
+            if not run.is_finished:
+                # It goes on for a while (``after_turn``): note the intent durably now. A run
+                # that ended at once is not noted here: its ending, being written, records the
+                # stop, and a note written first would delay that write (issue #13, stop
+                # latency: SQLite takes one writer at a time).
+                await self._note_stop(run, request)
             # A run that takes the stop ends: it can no longer pause.
             outcome = await run.wait_persisted() if wait else run.outcome
             assert not isinstance(outcome, RunPaused)
@@ -111,6 +109,16 @@ class Stopper:
         return CancelResult(
             run_id=run_id, accepted=accepted, status=record.status, reason=record.reason
         )
+
+    async def _note_stop(self, run: Run, request: CancelRequest) -> None:
+        # Let the run's viewers send the stop's frames before the durable note's I/O.
+        await anyio.lowlevel.checkpoint()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._store.request_cancel(run.run_id, run.token.request or request)
+        except StorageError as exc:
+            # The stop has landed; only its durable note is late (the run's end records it).
+            log.warning("run %s: stop recorded in memory only: %s", run.run_id, exc)
 
     async def _is_accepted_remotely(self, record: RunRecord, request: CancelRequest) -> bool:
         """Whether ``request`` is the stop the run ended with (issue #15: exactly one is).

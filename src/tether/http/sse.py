@@ -39,11 +39,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message
 
 from tether.bus.base import EventBus
+from tether.ending import Recorded, RunState, decide
 from tether.engine.engine import Engine
 from tether.engine.run import Run
-from tether.events import RunEvent, RunFinished, RunStatus, TerminalStatus, event_json
+from tether.events import RunEvent, RunStatus, TerminalStatus, event_json
 from tether.http.metrics import HttpMetrics
 from tether.ids import RunId
+from tether.records import utcnow
 from tether.storage.store import Store, StoredEvent
 
 PING_S: Final = 15.0
@@ -203,14 +205,12 @@ async def _check_end(
         return "more"
     if await is_seen_to_end(store, run_id, after):
         return "over"
-    terminal = RunFinished(
-        run_id=run_id,
-        seq=after + 1,
-        status=status,
-        reason=record.reason,
-        usage=record.usage,
-        error=record.error,
+    state = RunState(
+        run_id=run_id, next_seq=after + 1, usage=record.usage, now=record.finished_at or utcnow()
     )
+    terminal = decide(
+        state, Recorded(status=status, reason=record.reason, error=record.error)
+    ).terminal
     return StoredEvent(
         run_id=run_id, seq=terminal.seq, kind=terminal.kind, payload=event_json(terminal)
     )

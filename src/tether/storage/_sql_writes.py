@@ -6,10 +6,10 @@ Each function runs inside the caller's unit of work (one session, one transactio
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from pydantic import JsonValue
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,8 +53,11 @@ async def write_batch(
             insert(RunEventRow).on_conflict_do_nothing(),
             [RunEventRow.values(e, at=at) for e in batch.events],
         )
-    # One statement per run: a batch carries one run's usage, or a few with children.
+    # One statement per run: a batch carries one run's usage, or a few with children. A run
+    # that ends with this batch gets its usage with its ending (one statement fewer).
     for run_id, usage in batch.usage.items():
+        if run_id in batch.endings:
+            continue
         await db.execute(
             update(RunRow).where(RunRow.run_id == run_id).values(**RunRow.usage_values(usage))
         )
@@ -65,28 +68,28 @@ async def write_batch(
 async def _end(db: AsyncSession, run_id: RunId, ending: Ending) -> None:
     """The CAS active -> terminal, with the stop that caused it (if the row has none yet).
 
-    A run that is no longer active (recovery ended it) keeps its ending; the terminal event
-    this batch carried was then dropped by the one-terminal index.
+    One statement: the final write is what a stopped run's terminal event waits for. A run that
+    is no longer active (recovery ended it) keeps its ending; the terminal event this batch
+    carried was then dropped by the one-terminal index.
     """
-    is_active = RunRow.status.in_(ACTIVE_STATUSES)
-    if ending.cancel is not None:
-        await db.execute(
-            update(RunRow)
-            .where(RunRow.run_id == run_id, is_active, RunRow.cancel_requested_at.is_(None))
-            .values(**RunRow.cancel_values(ending.cancel))
-        )
     finish = ending.finish
+    values: dict[str, Any] = {
+        "status": finish.status,
+        "reason": finish.reason,
+        "error": finish.error,
+        "finished_at": finish.finished_at,
+        "lease_expires_at": None,
+        **RunRow.usage_values(finish.usage),
+    }
+    if ending.cancel is not None:
+        has_no_stop = RunRow.cancel_requested_at.is_(None)
+        for key, value in RunRow.cancel_values(ending.cancel).items():
+            column = getattr(RunRow, key)
+            values[key] = case((has_no_stop, literal(value, column.type)), else_=column)
     await db.execute(
         update(RunRow)
-        .where(RunRow.run_id == run_id, is_active)
-        .values(
-            status=finish.status,
-            reason=finish.reason,
-            error=finish.error,
-            finished_at=finish.finished_at,
-            lease_expires_at=None,
-            **RunRow.usage_values(finish.usage),
-        )
+        .where(RunRow.run_id == run_id, RunRow.status.in_(ACTIVE_STATUSES))
+        .values(**values)
     )
 
 

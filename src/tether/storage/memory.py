@@ -1,11 +1,12 @@
 """``MemoryStore``: the in-process Store, for tests and for embedding tether without a database."""
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from pydantic import JsonValue
 
+from tether.ending import Cause, Recorded, RunState, WorkerLost, decide
 from tether.errors import Conflict, NotFound
 from tether.events import (
     ACTIVE_STATUSES,
@@ -13,15 +14,12 @@ from tether.events import (
     RUN_EVENTS,
     TERMINAL_STATUSES,
     RunFinished,
-    Usage,
-    event_json,
 )
 from tether.ids import MessageId, RunId, SessionId, UserId
 from tether.records import (
     CancelRequest,
     HistoryTurn,
     MessageRecord,
-    MessageStatus,
     RunRecord,
     SessionRecord,
     ToolCallRecord,
@@ -32,6 +30,7 @@ from tether.storage.store import (
     LiveEvents,
     StoredEvent,
     WriteBatch,
+    stored,
 )
 
 
@@ -232,60 +231,65 @@ class MemoryStore:
             published = await live.last_seqs([r.run_id for r in expired])
         # Checked again: other tasks ran during that await.
         expired = [r for e in expired if (r := self._runs.get(e.run_id)) and is_expired(r)]
-        terminals: list[StoredEvent] = []
+        new_events: list[StoredEvent] = []
         for run in expired:
-            events = self._events.setdefault(run.run_id, {})
-            stored = next((e for e in events.values() if e.kind == "run_finished"), None)
-            usage = None
-            if stored is None:  # else its final write was cut short: adopt that ending
-                last = max(max(events, default=-1), published.get(run.run_id, -1))
-                terminal = RunFinished(
-                    run_id=run.run_id,
-                    seq=last + RECOVERY_SEQ_GAP,
-                    status="interrupted",
-                    reason="worker_lost",
-                )
-                stored = events[terminal.seq] = StoredEvent(
-                    run_id=run.run_id,
-                    seq=terminal.seq,
-                    kind=terminal.kind,
-                    payload=event_json(terminal),
-                )
-                terminals.append(stored)
-                usage = run.usage
-            self._adopt(run, stored, now, usage=usage)
+            ending = decide(self._lost_state(run, now, published), self._lost_cause(run))
+            self._runs[run.run_id] = dataclasses.replace(
+                run,
+                status=ending.status,
+                reason=ending.reason,
+                error=ending.error,
+                usage=ending.usage,
+                finished_at=ending.finished_at,
+                lease_expires_at=None,
+            )
+            batch = stored(ending)[1]
+            await self.write(batch)
+            new_events.extend(batch.events)
         if live is not None:
-            for event in terminals:
+            for event in new_events:
                 live.publish(event)
         return [self._runs[r.run_id] for r in expired]
 
-    def _adopt(
-        self, run: RunRecord, stored: StoredEvent, now: datetime, *, usage: Usage | None
-    ) -> None:
-        """End a lost run as its stored terminal event says."""
-        terminal = RUN_EVENTS.validate_json(stored.payload)
+    def _lost_cause(self, run: RunRecord) -> Cause:
+        """Adopt the run's stored terminal event (its final write was cut short), if any."""
+        events = self._events.get(run.run_id, {})
+        stored_end = next((e for e in events.values() if e.kind == "run_finished"), None)
+        if stored_end is None:
+            return WorkerLost()
+        terminal = RUN_EVENTS.validate_json(stored_end.payload)
         assert isinstance(terminal, RunFinished)
-        self._runs[run.run_id] = dataclasses.replace(
-            run,
+        return Recorded(
             status=terminal.status,
             reason=terminal.reason,
             error=terminal.error,
-            usage=usage or terminal.usage,
-            finished_at=now,
-            lease_expires_at=None,
+            usage=terminal.usage,
         )
-        closed: MessageStatus = "complete" if terminal.status == "completed" else "interrupted"
-        why = "worker lost" if terminal.reason == "worker_lost" else f"run {terminal.status}"
-        for m in list(self._messages.values()):
-            if m.run_id == run.run_id and m.status == "streaming":
-                self._messages[m.message_id] = dataclasses.replace(
-                    m, status=closed, completed_at=now
-                )
-        for c in list(self._tool_calls.values()):
-            if c.run_id == run.run_id and c.status == "running":
-                self._tool_calls[c.run_id, c.call_id] = dataclasses.replace(
-                    c, status="cancelled", error=terminal.error or why, finished_at=now
-                )
+
+    def _lost_state(
+        self, run: RunRecord, now: datetime, published: Mapping[RunId, int]
+    ) -> RunState:
+        """What the store holds of a lost run: its open records and where its events end."""
+        events = self._events.get(run.run_id, {})
+        last = max(max(events, default=-1), published.get(run.run_id, -1))
+        terminal_seq = next((s for s, e in events.items() if e.kind == "run_finished"), None)
+        messages = sorted(
+            (m for m in self._messages.values() if m.run_id == run.run_id),
+            key=lambda m: (m.created_at, m.message_id),
+        )
+        calls = sorted(
+            (c for c in self._tool_calls.values() if c.run_id == run.run_id),
+            key=lambda c: (c.started_at, c.call_id),
+        )
+        return RunState(
+            run_id=run.run_id,
+            next_seq=last + RECOVERY_SEQ_GAP if terminal_seq is None else terminal_seq,
+            usage=run.usage,
+            messages=[m for m in messages if m.status == "streaming"],
+            open_calls=[c for c in calls if c.status == "running"],
+            stop=run.cancel,
+            now=now,
+        )
 
     async def pause_run(
         self, run_id: RunId, *, owner: str, expires_at: datetime | None, state: JsonValue

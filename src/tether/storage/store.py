@@ -22,7 +22,8 @@ from typing import Protocol
 
 from pydantic import JsonValue
 
-from tether.events import StopReason, TerminalStatus, Usage
+from tether.ending import RunEnding
+from tether.events import StopReason, TerminalStatus, Usage, event_json
 from tether.ids import RunId, SessionId, UserId
 from tether.records import (
     CancelRequest,
@@ -89,6 +90,31 @@ class WriteBatch:
 
     def is_empty(self) -> bool:
         return not (self.messages or self.tool_calls or self.events or self.usage or self.endings)
+
+
+def stored(ending: RunEnding) -> tuple[Ending, WriteBatch]:
+    """What a store writes for ``ending``: the run's terminal fields, and its records and events.
+
+    The batch carries no ``endings``: the caller applies the ``Ending`` its own way (a live run's
+    with its last flush, a paused run's by compare-and-set from ``paused``).
+    """
+    finish = Finish(
+        status=ending.status,
+        reason=ending.reason,
+        error=ending.error,
+        usage=ending.usage,
+        finished_at=ending.finished_at,
+        cancel=ending.cancel,
+    )
+    batch = WriteBatch(
+        messages=ending.messages,
+        tool_calls=ending.tool_calls,
+        events=[
+            StoredEvent(run_id=e.run_id, seq=e.seq, kind=e.kind, payload=event_json(e))
+            for e in ending.events
+        ],
+    )
+    return Ending(finish=finish, cancel=ending.cancel), batch
 
 
 class LiveEvents(Protocol):
@@ -206,12 +232,14 @@ class Store(Protocol):
         ``spare``: runs the caller is driving, alive whatever their lease says (a worker whose
         renewals were too slow must not end its own runs).
 
-        Keeps their flushed partial text (streaming messages become ``interrupted``), closes their
-        open tool calls ``cancelled``, and appends a terminal ``run_finished`` event so stream
-        replays end. Its seq follows their last stored event and, given ``live``, the last one
-        the bus carried (a dead worker's viewers may have seen events it never stored): no
-        viewer has seen that seq yet. Once committed, the terminal events are published on
-        ``live``, so live viewers end at once.
+        The store reads each run's partial state and writes what ``tether.ending.decide``
+        returns: a stored terminal event is adopted; otherwise the run keeps its flushed partial
+        text (its last streaming message becomes ``interrupted``), its open tool calls are closed
+        ``cancelled``, each with a ``tool_call_finished`` event, and a terminal ``run_finished``
+        event follows so stream replays end. Those seqs follow their last stored event and,
+        given ``live``, the last one the bus carried (a dead worker's viewers may have seen
+        events it never stored): no viewer has seen them yet. Once committed, the new events
+        are published on ``live``, so live viewers end at once.
         """
         ...
 
