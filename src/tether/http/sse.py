@@ -24,8 +24,8 @@ is its last event and it is ``paused`` (``is_paused_at``), so a pause since resu
 Guarantees of every response: keep-alive comments every ``PING_S``; a client that goes away is
 noticed at once (the response listens for ``http.disconnect``, not only on failed writes); a
 send that blocks for ``SEND_TIMEOUT_S`` ends the stream (noticed within ``SEND_CHECK_S`` more:
-one watchdog per stream, not a timeout scope around each send, which cost more than the rest
-of the send); on server shutdown the app's runs are
+one watchdog per stream, not a cancel scope and a timer around every frame's send); on server
+shutdown the app's runs are
 stopped (reason ``shutdown``) and streams get ``SHUTDOWN_GRACE_S`` to deliver their terminal
 event. What a disconnect means for the run is the caller's ``on_gone``, never this module's.
 """
