@@ -1,6 +1,6 @@
 """SSE frames, resume points, and replaying or following a run's events from any source."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import JsonValue
 from sse_starlette import ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.exceptions import HTTPException
+from starlette.types import Message, Scope
 
 from tests.http._sse import Frame, parse
 from tests.http._streams import post_in_task
@@ -19,7 +21,8 @@ from tether import Settings, Tether
 from tether.bus.memory import MemoryEventBus
 from tether.events import RunEvent, TextDelta, ToolCallFinished, event_json, parse_event
 from tether.http import create_app
-from tether.http.sse import frame, resume_after
+from tether.http.metrics import HttpMetrics
+from tether.http.sse import event_stream, frame, resume_after
 from tether.ids import RunId, SessionId, UserId
 from tether.records import RunRecord, SessionRecord
 from tether.storage.memory import MemoryStore
@@ -243,3 +246,43 @@ async def test_a_stored_run_without_its_terminal_event_still_ends_the_stream() -
             "failed",
             "boom",
         )
+
+
+@pytest.mark.anyio
+async def test_a_client_that_stops_reading_ends_its_stream_after_the_send_timeout() -> None:
+    """Issue #14: sends are watched per stream, not each bounded; a blocked one still ends it."""
+    gone: list[str] = []
+    started = anyio.Event()
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield frame(0, "text_delta", "{}")
+        await anyio.sleep_forever()
+
+    async def on_gone() -> None:
+        gone.append("gone")
+
+    async def on_shutdown() -> None:
+        raise AssertionError("no shutdown here")
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            started.set()
+            return
+        await anyio.sleep_forever()  # the socket's buffers are full: the client stopped reading
+
+    response = event_stream(
+        frames(),
+        metrics=HttpMetrics(active_runs=lambda: 0),
+        on_shutdown=on_shutdown,
+        on_gone=on_gone,
+        send_timeout_s=0.2,
+    )
+    scope: Scope = {"type": "http", "method": "GET", "headers": []}
+    with anyio.fail_after(5), pytest.raises(SendTimeoutError):
+        await response(scope, receive, send)
+    assert started.is_set()
+    assert gone == ["gone"]

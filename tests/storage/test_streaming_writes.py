@@ -16,12 +16,12 @@ from tests.engine._helpers import all_events, wait_for
 from tests.scripted import Delay, Gate, Step, parked_tool, scripted, text, tool_call
 from tests.storage.conftest import Database
 from tether import RunHandle, Settings, Tether, TextDelta, ToolCallStarted
-from tether.events import event_json
-from tether.ids import SessionId
+from tether.events import event_json, parse_event
+from tether.ids import RunId, SessionId
 from tether.records import MessageRecord
 from tether.storage.migrate import upgrade_database
 from tether.storage.sql import SqlStore
-from tether.storage.store import Store
+from tether.storage.store import Store, StoredEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +63,15 @@ async def wait_stored(
     while True:
         if until(messages := await store.messages(session_id)):
             return messages
+        await anyio.sleep(POLL_S)  # Deliberate: polling the store, the thing under test
+
+
+async def wait_events(store: Store, run_id: RunId, *, through_seq: int) -> list[StoredEvent]:
+    """Poll the run's stored events until ``through_seq`` is among them (the caller bounds it)."""
+    while True:
+        events = await store.events_after(run_id, -1, limit=1000)
+        if events and events[-1].seq >= through_seq:
+            return events
         await anyio.sleep(POLL_S)  # Deliberate: polling the store, the thing under test
 
 
@@ -170,3 +179,42 @@ async def test_events_are_stored_in_order_exactly_as_sent(store: SqlStore) -> No
     assert kinds[0] == "run_started"
     assert kinds[-1] == "run_finished"
     assert {"text_delta", "tool_call_started", "tool_call_finished"} <= set(kinds)
+
+
+async def test_replay_after_any_seq_is_exact_across_flush_boundaries(store: SqlStore) -> None:
+    """Issue #14: events written a flush at a time replay exactly from every ``Last-Event-ID``,
+    and at any moment the stored message holds exactly the text of the stored deltas (what
+    recovery keeps if the worker dies there)."""
+    parked = Gate()
+    words = [f"w{i:02d} " for i in range(40)]
+    steps: list[Step] = []
+    for i, word in enumerate(words):
+        steps += [text(word), Delay(0.003)]
+        if i == 24:
+            steps.append(parked)
+    async with running(store, [steps], flush_interval_s=0.01, tools=[]) as app:
+        run = await app.start("a", "hi")
+        with anyio.fail_after(5):
+            await parked.reached.wait()
+            # Parked after 25 words (seqs 1 to 25): wait for the flush that stores them all.
+            stored = await wait_events(store, run.run_id, through_seq=25)
+        [message] = assistant(await store.messages(run.session_id))
+        assert message.content == "".join(words[:25])
+        assert message.content == _stored_text(stored)
+        parked.open()
+        assert (await run.outcome()).status == "completed"
+        sent = await all_events(run)
+        writes = await store.events_after(run.run_id, -1, limit=1000)
+    assert len(writes) == len(sent) > len(words)
+    for after in range(-1, len(sent)):
+        replay = await store.events_after(run.run_id, after, limit=1000)
+        assert [(e.seq, e.kind, e.payload) for e in replay] == [
+            (e.seq, e.kind, event_json(e)) for e in sent[after + 1 :]
+        ]
+    [final] = assistant(await store.messages(run.session_id))
+    assert final.content == "".join(words) == _stored_text(writes)
+
+
+def _stored_text(events: Sequence[StoredEvent]) -> str:
+    deltas = [parse_event(e.payload) for e in events if e.kind == "text_delta"]
+    return "".join(d.text for d in deltas if isinstance(d, TextDelta))

@@ -23,20 +23,24 @@ is its last event and it is ``paused`` (``is_paused_at``), so a pause since resu
 
 Guarantees of every response: keep-alive comments every ``PING_S``; a client that goes away is
 noticed at once (the response listens for ``http.disconnect``, not only on failed writes); a
-send that blocks for ``SEND_TIMEOUT_S`` ends the stream; on server shutdown the app's runs are
+send that blocks for ``SEND_TIMEOUT_S`` ends the stream (noticed within ``SEND_CHECK_S`` more:
+one watchdog per stream, not a cancel scope and a timer around every frame's send); on server
+shutdown the app's runs are
 stopped (reason ``shutdown``) and streams get ``SHUTDOWN_GRACE_S`` to deliver their terminal
 event. What a disconnect means for the run is the caller's ``on_gone``, never this module's.
 """
 
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Final, Literal, cast
 
 import anyio
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.exceptions import HTTPException
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 
 from tether.bus.base import EventBus
 from tether.ending import Recorded, RunState, decide
@@ -50,6 +54,7 @@ from tether.storage.store import Store, StoredEvent
 
 PING_S: Final = 15.0
 SEND_TIMEOUT_S: Final = 30.0
+SEND_CHECK_S: Final = 5.0
 SHUTDOWN_GRACE_S: Final = 5.0
 GONE_TIMEOUT_S: Final = 5.0
 STORE_PAGE: Final = 500
@@ -254,6 +259,28 @@ def _terminal(status: RunStatus) -> TerminalStatus | None:
             return None
 
 
+class _WatchedSend:
+    """The ASGI ``send`` of one response, noting since when a send has been in flight."""
+
+    __slots__ = ("_send", "sending_since")
+
+    def __init__(self) -> None:
+        self._send: Send | None = None
+        self.sending_since: float | None = None
+
+    def wrap(self, send: Send) -> Send:
+        self._send = send
+        return self.send
+
+    async def send(self, message: Message) -> None:
+        assert self._send is not None
+        self.sending_since = time.monotonic()  # cheaper than anyio.current_time(), same clock
+        try:
+            await self._send(message)
+        finally:
+            self.sending_since = None
+
+
 class _Stream:
     """One SSE response's life: counts it, and tells ``on_gone`` if it ends before its end."""
 
@@ -264,13 +291,16 @@ class _Stream:
         metrics: HttpMetrics,
         on_gone: Callable[[], Awaitable[None]] | None,
         on_shutdown: Callable[[], Awaitable[None]],
+        send_timeout_s: float,
     ) -> None:
         self._frames = frames
         self._metrics = metrics
         self._on_gone = on_gone
         self._on_shutdown = on_shutdown
+        self._send_timeout_s = send_timeout_s
         self._is_done = False
         self.shutdown_event = anyio.Event()
+        self.sent = _WatchedSend()
 
     async def body(self) -> AsyncGenerator[bytes, None]:
         self._metrics.stream_clients.inc()
@@ -286,8 +316,21 @@ class _Stream:
     async def on_disconnect(self, message: Message) -> None:
         await self._gone()
 
-    async def watch_shutdown(self) -> None:
-        await self.shutdown_event.wait()
+    async def watch(self) -> None:
+        """End the stream if a send blocks too long; stop the app's runs on server shutdown.
+
+        Raises:
+            SendTimeoutError: a send has blocked for ``send_timeout_s`` (the client stopped
+                reading); the response ends as sse-starlette's own send timeout ends it.
+        """
+        check_s = min(SEND_CHECK_S, self._send_timeout_s)
+        while True:
+            with anyio.move_on_after(check_s):
+                await self.shutdown_event.wait()
+                break
+            since = self.sent.sending_since
+            if since is not None and time.monotonic() - since >= self._send_timeout_s:
+                raise SendTimeoutError
         self._is_done = True  # from here on, an unfinished stream is the shutdown's doing
         await self._on_shutdown()
 
@@ -300,6 +343,27 @@ class _Stream:
             await self._on_gone()
 
 
+class _WatchedEventSourceResponse(EventSourceResponse):
+    """sse-starlette's response, its sends watched by the stream instead of each bounded."""
+
+    def __init__(self, stream: _Stream, *, headers: Mapping[str, str] | None) -> None:
+        super().__init__(  # pyright: ignore[reportUnknownMemberType] (sse-starlette's dict type)
+            stream.body(),
+            headers=headers,
+            ping=PING_S,
+            # Deliberate: no per-send timeout; ``_Stream.watch`` bounds sends (see the module).
+            send_timeout=None,
+            client_close_handler_callable=stream.on_disconnect,
+            data_sender_callable=stream.watch,
+            shutdown_event=stream.shutdown_event,
+            shutdown_grace_period=SHUTDOWN_GRACE_S,
+        )
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, self._stream.sent.wrap(send))
+
+
 def event_stream(
     frames: AsyncGenerator[bytes, None],
     *,
@@ -307,6 +371,7 @@ def event_stream(
     on_shutdown: Callable[[], Awaitable[None]],
     on_gone: Callable[[], Awaitable[None]] | None = None,
     headers: Mapping[str, str] | None = None,
+    send_timeout_s: float = SEND_TIMEOUT_S,
 ) -> EventSourceResponse:
     """An SSE response streaming ``frames``.
 
@@ -316,15 +381,14 @@ def event_stream(
         on_shutdown: Called when the server starts shutting down (stops this app's runs).
         on_gone: Called once if the client leaves (or stops reading) before the last frame.
         headers: Extra response headers.
+        send_timeout_s: How long one send may block (the client not reading) before the
+            stream ends.
     """
-    stream = _Stream(frames, metrics=metrics, on_gone=on_gone, on_shutdown=on_shutdown)
-    return EventSourceResponse(
-        stream.body(),
-        headers=headers,
-        ping=PING_S,
-        send_timeout=SEND_TIMEOUT_S,
-        client_close_handler_callable=stream.on_disconnect,
-        data_sender_callable=stream.watch_shutdown,
-        shutdown_event=stream.shutdown_event,
-        shutdown_grace_period=SHUTDOWN_GRACE_S,
+    stream = _Stream(
+        frames,
+        metrics=metrics,
+        on_gone=on_gone,
+        on_shutdown=on_shutdown,
+        send_timeout_s=send_timeout_s,
     )
+    return _WatchedEventSourceResponse(stream, headers=headers)

@@ -6,10 +6,10 @@ Each function runs inside the caller's unit of work (one session, one transactio
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pydantic import JsonValue
-from sqlalchemy import case, func, literal, select, update
+from sqlalchemy import Table, case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,8 +20,11 @@ from tether.records import CancelRequest, RunRecord
 from tether.storage.store import Ending, Finish, WriteBatch
 from tether.storage.tables import Base, MessageRow, RunEventRow, RunRow, ToolCallRow
 
-Inserter = Callable[[type[Base]], PgInsert | SqliteInsert]
+Inserter = Callable[[type[Base] | Table], PgInsert | SqliteInsert]
 
+MESSAGES: Final = cast(Table, MessageRow.__table__)
+TOOL_CALLS: Final = cast(Table, ToolCallRow.__table__)
+RUN_EVENTS: Final = cast(Table, RunEventRow.__table__)
 _MESSAGE_UPDATES: Final = ("content", "status", "completed_at")
 _TOOL_CALL_UPDATES: Final = ("args", "status", "result", "error", "finished_at")
 
@@ -29,28 +32,33 @@ _TOOL_CALL_UPDATES: Final = ("args", "status", "result", "error", "finished_at")
 async def write_batch(
     db: AsyncSession, batch: WriteBatch, *, insert: Inserter, at: datetime
 ) -> None:
-    """Upsert messages and tool calls, append events (idempotent), set usage, end runs."""
+    """Upsert messages and tool calls, append events (idempotent), set usage, end runs.
+
+    Core ``executemany`` on the tables, not ORM bulk inserts on the mapped classes: a flush
+    carries a row per streamed event, and the ORM's per-row bookkeeping cost more than the
+    database's own work (``bench/write_path.py``).
+    """
     if batch.messages:
-        stmt = insert(MessageRow)
+        messages = insert(MESSAGES)
         await db.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[MessageRow.message_id],
-                set_={k: stmt.excluded[k] for k in _MESSAGE_UPDATES},
+            messages.on_conflict_do_update(
+                index_elements=[MESSAGES.c.id],
+                set_={k: messages.excluded[k] for k in _MESSAGE_UPDATES},
             ),
-            [MessageRow.values(m) for m in batch.messages],
+            [MessageRow.columns(m) for m in batch.messages],
         )
     if batch.tool_calls:
-        stmt = insert(ToolCallRow)
+        calls = insert(TOOL_CALLS)
         await db.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[ToolCallRow.run_id, ToolCallRow.call_id],
-                set_={k: stmt.excluded[k] for k in _TOOL_CALL_UPDATES},
+            calls.on_conflict_do_update(
+                index_elements=[TOOL_CALLS.c.run_id, TOOL_CALLS.c.call_id],
+                set_={k: calls.excluded[k] for k in _TOOL_CALL_UPDATES},
             ),
             [ToolCallRow.values(c) for c in batch.tool_calls],
         )
     if batch.events:
         await db.execute(
-            insert(RunEventRow).on_conflict_do_nothing(),
+            insert(RUN_EVENTS).on_conflict_do_nothing(),
             [RunEventRow.values(e, at=at) for e in batch.events],
         )
     # One statement per run: a batch carries one run's usage, or a few with children. A run

@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 
 import anyio
 from pydantic import JsonValue
-from sqlalchemy import ColumnElement, Select, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, or_, select, update
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -390,7 +390,7 @@ class SqlStore:
 
     # Plumbing
 
-    def _insert(self, entity: type[Base]) -> PgInsert | SqliteInsert:
+    def _insert(self, entity: type[Base] | Table) -> PgInsert | SqliteInsert:
         return pg_insert(entity) if self._is_postgres else sqlite_insert(entity)
 
     async def _get(self, entity: type[_Row], key: str) -> _Row | None:

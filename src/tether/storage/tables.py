@@ -294,6 +294,13 @@ class MessageRow(Base):
             "completed_at": message.completed_at,
         }
 
+    @staticmethod
+    def columns(message: MessageRecord) -> dict[str, Any]:
+        """``values`` keyed by column name, for Core statements on the table."""
+        values = MessageRow.values(message)
+        values["id"] = values.pop("message_id")
+        return values
+
 
 class ToolCallRow(Base):
     """A tool call of a run."""
@@ -334,6 +341,7 @@ class ToolCallRow(Base):
 
     @staticmethod
     def values(call: ToolCallRecord) -> dict[str, Any]:
+        """Keyed by attribute name, which is the column name too (Core statements use it)."""
         return {
             "call_id": call.call_id,
             "run_id": call.run_id,
@@ -382,6 +390,7 @@ class RunEventRow(Base):
 
     @staticmethod
     def values(event: StoredEvent, *, at: datetime) -> dict[str, Any]:
+        """Keyed by attribute name, which is the column name too (Core statements use it)."""
         return {
             "run_id": event.run_id,
             "seq": event.seq,
