@@ -8,6 +8,7 @@ AgentRunError                 base of everything below
 ├── ProviderError             .provider, .status_code, .retryable
 │   └── ProviderTimeout
 ├── ToolError                 a tool raised; carries .tool and .call_id
+├── Overloaded                this worker can't take a run now; .retry_after_s
 └── StorageError              database or bus still failing after bounded retries
     └── StorageRejected       the database refused the data itself (retrying won't help)
 ```
@@ -69,6 +70,18 @@ class ToolError(AgentRunError):
         super().__init__(message, tool=tool, call_id=call_id, **details)
         self.tool = tool
         self.call_id = call_id
+
+
+class Overloaded(AgentRunError):
+    """This worker can't carry another run now: it is full, behind on its writes, or draining.
+
+    Raised before anything is written. ``retry_after_s`` says when to try again (here, or on
+    another worker at once).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
 
 
 class StorageError(AgentRunError):

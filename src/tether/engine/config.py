@@ -18,5 +18,11 @@ class EngineConfig:
     hard_stop_s: float = 2.0
     """How long a runtime that stops itself gets before the engine cancels it outright."""
     busy_wait_s: float = 30.0
+    max_runs: int = 100
+    """Live runs this worker carries (``Engine.admit``)."""
+    max_write_lag_s: float = 2.0
+    """How far the recorder's writes may be behind before starts are refused."""
+    drain_s: float = 10.0
+    """The bound on ``Engine.shutdown``: stopping every run and storing its end."""
     history: HistoryRules = field(default_factory=HistoryRules)
     limits: RunLimits = field(default_factory=RunLimits)

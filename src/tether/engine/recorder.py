@@ -233,6 +233,20 @@ class Recorder:
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._failing_since: float | None = None
+        self._stored_through: float | None = None
+        """When the last flush that landed took what it wrote: all buffered before is stored."""
+
+    @property
+    def lag_s(self) -> float:
+        """How far what is stored is behind what runs streamed, in seconds (0 before any flush).
+
+        An upper bound on the age of the oldest buffered data not yet written: about the flush
+        interval when writes keep up; it grows while they fall behind, fail, or the event loop
+        is too busy to flush on time.
+        """
+        if self._stored_through is None:
+            return 0.0
+        return max(0.0, anyio.current_time() - self._stored_through)
 
     @property
     def give_up_s(self) -> float:
@@ -293,6 +307,7 @@ class Recorder:
         flusher's write in flight still is).
         """
         async with self._lock:
+            taken_at = anyio.current_time()
             # A buffer whose run row is still being created waits: its rows reference it.
             buffers = [b for b in self._buffers.values() if b.is_ready]
             # Decided before the write: a run that finishes while it is in flight has more to
@@ -309,6 +324,7 @@ class Recorder:
             for buffer in finished:
                 self._buffers.pop(buffer.run_id, None)
                 buffer.landed.set()
+            self._stored_through = taken_at
             return True
 
     async def _write(

@@ -14,6 +14,8 @@ Endings: completed → ``text-end``, ``finish-step``, ``finish``, ``[DONE]``; ca
 interrupted → open text closed, ``abort`` with the reason, no ``finish``, ``[DONE]``; failed →
 ``error``, ``[DONE]``; paused for approval → ``tool-approval-request`` per waiting call, then
 ``finish-step`` and ``[DONE]`` (the run waits; ``POST /runs/{run_id}/resume`` continues it).
+A refusal comes before the stream, as problem+json (which ``useChat`` shows as its error): 503
+with ``Retry-After`` when the worker can't carry another run, and then nothing is written.
 """
 
 import json
@@ -36,7 +38,7 @@ from tether.events import (
     ToolCallStarted,
 )
 from tether.http.auth import Authenticator
-from tether.http.chat_runs import chat_stream, ensure_session, start_chat_run
+from tether.http.chat_runs import chat_stream, start_chat_run
 from tether.http.problems import problem_responses
 from tether.http.schemas import CancelRunOut
 from tether.http.state import HttpState
@@ -73,7 +75,7 @@ def ai_sdk_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     user_dep = Depends(authenticate)
     router = APIRouter(prefix="/agents/{agent}/chat", tags=["ai-sdk"])
 
-    @router.post("", response_class=EventSourceResponse, responses=problem_responses(404, 409))
+    @router.post("", response_class=EventSourceResponse, responses=problem_responses(404, 409, 503))
     async def chat(
         agent: AgentName, body: ChatRequestIn, user: Annotated[UserId, user_dep]
     ) -> EventSourceResponse:
@@ -82,8 +84,6 @@ def ai_sdk_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         if last.role != "user" or body.trigger != "submit-message":
             raise UsageError("only a new user message can be sent", role=last.role)
         message = "".join(p.text or "" for p in last.parts if p.type == "text")
-        if agent in state.tether.agents:
-            await ensure_session(state, agent, session_id=body.id, user=user)
         handle = await start_chat_run(state, agent, message, user=user, session_id=body.id)
         frames = ui_message_frames(handle.run_id, handle.events())
         return chat_stream(
