@@ -15,14 +15,18 @@ one second after the last start, mid-stream: every client must get its ``run_fin
 every run be stored ended as its client saw it.
 
     .venv/bin/python bench/overload.py [--steps 100,200,400] [--spread-s 2] [--sigterm-n 300]
-        [--max-runs N]
+        [--max-runs N] [--max-write-lag-s S]
+
+``--max-runs 100000 --max-write-lag-s 1000`` turns admission off, to see what it prevents.
 
 Target: 0 violations at every N. Prints a table; time to first token (ttft) is measured from
 the start request.
 """
 
 import argparse
+import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -84,6 +88,17 @@ class Step:
             f" {self.running_after_sigterm:>7}"
             f"  {self.tally.summary()}"
             + (f"; other endings seen: {dict(endings)}" if endings else "")
+            + (f"; 503 because: {dict(self.refusals())}" if refused else "")
+        )
+
+    def refusals(self) -> Counter[str]:
+        """Why starts were refused: the problem's detail, numbers dropped."""
+        return Counter(
+            re.sub(r"[0-9.]+", "#", json.loads(s.refusal).get("detail", "?"))
+            if s.refusal.startswith("{")
+            else s.refusal[:40]
+            for s in self.seen
+            if s.status_code == 503
         )
 
 
@@ -115,7 +130,11 @@ async def load(worker: Worker, n: int, spread_s: float, seen: list[Seen]) -> Non
 async def step(phase: str, n: int, options: argparse.Namespace) -> Step:
     data_dir = Path(tempfile.mkdtemp(prefix=f"overload-{phase}-{n}-"))
     url = f"sqlite+aiosqlite:///{data_dir / 'tether.db'}"
-    env = {} if options.max_runs is None else {"TETHER_MAX_RUNS": str(options.max_runs)}
+    env = {}
+    if options.max_runs is not None:
+        env["TETHER_MAX_RUNS"] = str(options.max_runs)
+    if options.max_write_lag_s is not None:
+        env["TETHER_MAX_WRITE_LAG_S"] = str(options.max_write_lag_s)
     settings = WorkerSettings(database_url=url, redis_url=None, app=APP, cpus=WORKER_CPU, env=env)
     seen: list[Seen] = []
     running_after_load = -1  # not counted: the SIGTERM comes mid-load
@@ -182,6 +201,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--spread-s", type=float, default=2.0)
     parser.add_argument("--sigterm-n", type=int, default=300)
     parser.add_argument("--max-runs", type=int, default=None, help="TETHER_MAX_RUNS")
+    parser.add_argument(
+        "--max-write-lag-s", type=float, default=None, help="TETHER_MAX_WRITE_LAG_S"
+    )
     options = parser.parse_args(argv)
     options.steps = [int(n) for n in options.steps.split(",")]
     return options
