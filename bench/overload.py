@@ -130,7 +130,7 @@ async def load(worker: Worker, n: int, spread_s: float, seen: list[Seen]) -> Non
 async def step(phase: str, n: int, options: argparse.Namespace) -> Step:
     data_dir = Path(tempfile.mkdtemp(prefix=f"overload-{phase}-{n}-"))
     url = f"sqlite+aiosqlite:///{data_dir / 'tether.db'}"
-    env = {}
+    env: dict[str, str] = {}
     if options.max_runs is not None:
         env["TETHER_MAX_RUNS"] = str(options.max_runs)
     if options.max_write_lag_s is not None:
