@@ -8,25 +8,36 @@ way, ends every run ``cancelled`` / ``shutdown`` with its end stored, and every 
 ``run_finished``.
 """
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import httpx
 import pytest
+from pydantic_ai import Agent
 from sqlalchemy import text as sql
 
+from tests.http._server import eventually
 from tests.http._sse import parse
 from tests.http._streams import post_in_task
 from tests.scripted import Gate, ScriptedModel, scripted, text
 from tests.storage.conftest import Database
+from tests.storage.test_db_failure import (
+    FLUSH_INTERVAL_S,
+    LEASE_S,
+    RETRY_BUDGET_S,
+    STORAGE_FAILURE_TIMEOUT_S,
+    Talker,
+    exclusive_lock,
+)
 from tether import Settings, Tether
 from tether.http import create_app
 from tether.ids import RunId, SessionId
 from tether.storage.migrate import upgrade_database
-from tether.storage.sql import SqlStore
+from tether.storage.sql import DEFAULT_RETRY_BUDGET_S, SqlStore
 
 pytestmark = pytest.mark.anyio
 
@@ -60,12 +71,18 @@ class Served:
 
 @asynccontextmanager
 async def served(
-    database: Database, model: ScriptedModel, **settings: Any
+    database: Database,
+    model: ScriptedModel,
+    *,
+    agent: Callable[[], Agent[None, str]] | None = None,
+    retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
+    **settings: Any,
 ) -> AsyncGenerator[Served, None]:
     await upgrade_database(database.url, schema=database.schema)
-    store = SqlStore.open(database.url, schema=database.schema)
+    store = SqlStore.open(database.url, schema=database.schema, retry_budget_s=retry_budget_s)
     tether_app = Tether(store=store, settings=Settings(database_url="memory", **settings))
-    tether_app.agent(AGENT)(lambda ctx: model.agent())
+    make_agent = agent or model.agent
+    tether_app.agent(AGENT)(lambda ctx: make_agent())
     app = create_app(tether_app)
     try:
         async with (
@@ -178,3 +195,45 @@ async def test_draining_refuses_starts_and_ends_every_run_shutdown_with_its_end_
         before = await served_app.counts()
         await refused_on_every_route(client, why="shutting down")
         assert await served_app.counts() == before
+
+
+async def test_a_start_while_this_workers_writes_are_behind_is_refused_then_admitted_again(
+    tmp_path: Path,
+) -> None:
+    """Another process holds SQLite's lock: the streaming run's writes fall behind."""
+    path = tmp_path / "tether.db"
+    talker = Talker()
+    settings: dict[str, Any] = {
+        "max_write_lag_s": 0.5,
+        "flush_interval_s": FLUSH_INTERVAL_S,
+        "storage_give_up_s": 3600.0,  # the run keeps going: admission is what is tested
+        "lease_s": LEASE_S,
+    }
+    database = Database(url=f"sqlite+aiosqlite:///{path}")
+    async with served(
+        database, scripted(), agent=talker.agent, retry_budget_s=RETRY_BUDGET_S, **settings
+    ) as served_app:
+        run = await served_app.tether.start(AGENT, "talk")
+        client = served_app.client
+        async with exclusive_lock(path):
+            refused: list[httpx.Response] = []
+
+            async def is_refused() -> bool:
+                response = await client.post(f"/agents/{AGENT}/runs", json={"message": "hi"})
+                refused.append(response)
+                return response.status_code == 503 and "behind" in response.text
+
+            await eventually(is_refused, timeout_s=STORAGE_FAILURE_TIMEOUT_S)
+            assert_refused(refused[-1], why="writes are")
+        before = await served_app.counts()
+        talker.stop.set()
+        with anyio.fail_after(STORAGE_FAILURE_TIMEOUT_S):
+            await run.outcome()
+
+        async def is_admitted() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(is_admitted, timeout_s=STORAGE_FAILURE_TIMEOUT_S)
+        assert await served_app.counts() == before  # the refused starts wrote nothing
+        retry = await client.post(f"/agents/{AGENT}/runs", json={"message": "talk"})
+        assert retry.status_code == 200, retry.text
