@@ -238,7 +238,7 @@ class Recorder:
 
     @property
     def lag_s(self) -> float:
-        """How far what is stored is behind what runs streamed, in seconds (0 before any flush).
+        """How far what is stored is behind what runs streamed, in seconds (0 until it runs).
 
         An upper bound on the age of the oldest buffered data not yet written: about the flush
         interval when writes keep up; it grows while they fall behind, fail, or the event loop
@@ -270,6 +270,7 @@ class Recorder:
 
     async def run(self) -> None:
         """The flusher loop; runs until cancelled (it is started in the app's task group)."""
+        self._stored_through = anyio.current_time()  # nothing was buffered before
         next_tick = anyio.current_time() + self._interval_s
         while True:
             # Fixed ticks, not "an interval after the last write ended": a slow write must not
