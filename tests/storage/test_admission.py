@@ -195,6 +195,7 @@ async def test_draining_refuses_starts_and_ends_every_run_shutdown_with_its_end_
         before = await served_app.counts()
         await refused_on_every_route(client, why="shutting down")
         assert await served_app.counts() == before
+        assert (await client.get("/readyz")).status_code == 503
 
 
 async def test_a_start_while_this_workers_writes_are_behind_is_refused_then_admitted_again(
