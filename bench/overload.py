@@ -15,14 +15,18 @@ one second after the last start, mid-stream: every client must get its ``run_fin
 every run be stored ended as its client saw it.
 
     .venv/bin/python bench/overload.py [--steps 100,200,400] [--spread-s 2] [--sigterm-n 300]
-        [--max-runs N]
+        [--max-runs N] [--max-write-lag-s S]
+
+``--max-runs 100000 --max-write-lag-s 1000`` turns admission off, to see what it prevents.
 
 Target: 0 violations at every N. Prints a table; time to first token (ttft) is measured from
 the start request.
 """
 
 import argparse
+import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -38,6 +42,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from tests.e2e._workers import Worker, WorkerSettings, serving
 from tests.load._client import http_client, start_run
 from tests.load._invariants import Seen, Tally, check_stored, count_running, read_stored
@@ -48,6 +54,9 @@ TOKENS: Final = 200
 WORKER_CPU: Final = "0"
 CLIENT_CPU: Final = 1
 SIGTERM_AFTER_S: Final = 1.0
+SETTLE_BOUND_S: Final = 30.0
+"""How long rows may stay ``running`` once every client has its end (writes catching up)."""
+SETTLE_POLL_S: Final = 0.2
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Step:
     seen: list[Seen]
     tally: Tally
     running_after_load: int
+    settle_s: float
     running_after_sigterm: int
 
     def row(self) -> str:
@@ -74,15 +84,28 @@ class Step:
         p99 = ttft[min(len(ttft) - 1, round(0.99 * (len(ttft) - 1)))] if ttft else float("nan")
         return (
             f"{self.phase:<8} {self.n:>5} {len(ok):>7} {refused:>5} {other:>5} {completed:>9}"
-            f" {p50:>8.2f} {p99:>8.2f} {self.running_after_load:>7} {self.running_after_sigterm:>7}"
+            f" {p50:>8.2f} {p99:>8.2f} {self.running_after_load:>7} {self.settle_s:>7.1f}"
+            f" {self.running_after_sigterm:>7}"
             f"  {self.tally.summary()}"
             + (f"; other endings seen: {dict(endings)}" if endings else "")
+            + (f"; 503 because: {dict(self.refusals())}" if refused else "")
+        )
+
+    def refusals(self) -> Counter[str]:
+        """Why starts were refused: the problem's detail, numbers dropped."""
+        return Counter(
+            re.sub(r"[0-9.]+", "#", json.loads(s.refusal).get("detail", "?"))
+            if s.refusal.startswith("{")
+            else s.refusal[:40]
+            for s in self.seen
+            if s.status_code == 503
         )
 
 
 HEADER: Final = (
     f"{'phase':<8} {'N':>5} {'started':>7} {'503':>5} {'other':>5} {'completed':>9}"
-    f" {'ttft p50':>8} {'ttft p99':>8} {'run@end':>7} {'run@TERM':>7}  violations by kind"
+    f" {'ttft p50':>8} {'ttft p99':>8} {'run@end':>7} {'settle':>7} {'run@TERM':>7}"
+    "  violations by kind"
 )
 
 
@@ -107,16 +130,21 @@ async def load(worker: Worker, n: int, spread_s: float, seen: list[Seen]) -> Non
 async def step(phase: str, n: int, options: argparse.Namespace) -> Step:
     data_dir = Path(tempfile.mkdtemp(prefix=f"overload-{phase}-{n}-"))
     url = f"sqlite+aiosqlite:///{data_dir / 'tether.db'}"
-    env = {} if options.max_runs is None else {"TETHER_MAX_RUNS": str(options.max_runs)}
+    env: dict[str, str] = {}
+    if options.max_runs is not None:
+        env["TETHER_MAX_RUNS"] = str(options.max_runs)
+    if options.max_write_lag_s is not None:
+        env["TETHER_MAX_WRITE_LAG_S"] = str(options.max_write_lag_s)
     settings = WorkerSettings(database_url=url, redis_url=None, app=APP, cpus=WORKER_CPU, env=env)
     seen: list[Seen] = []
     running_after_load = -1  # not counted: the SIGTERM comes mid-load
+    settle_s = float("nan")
     engine = open_engine(url)
     try:
         async with serving(["A"], settings, log_dir=data_dir) as (worker,):
             if phase == "load":
                 await load(worker, n, options.spread_s, seen)
-                running_after_load = await count_running(engine)
+                running_after_load, settle_s = await settle(engine)
                 await worker.terminate()
             else:
                 async with anyio.create_task_group() as tg:
@@ -125,7 +153,8 @@ async def step(phase: str, n: int, options: argparse.Namespace) -> Step:
                     await worker.terminate()
         running_after_sigterm = await count_running(engine)
         tally = Tally()
-        # Rows still running once every client has its run_finished, or once the worker exited.
+        # Rows still running once every client has its run_finished and the writes had
+        # SETTLE_BOUND_S to catch up, or once the worker exited.
         tally.counts["running_at_end"] += max(0, running_after_load)
         tally.counts["running_after_sigterm"] += running_after_sigterm
         tally.counts = +tally.counts  # drop the zero counts
@@ -135,7 +164,21 @@ async def step(phase: str, n: int, options: argparse.Namespace) -> Step:
     finally:
         await engine.dispose()
     print(f"  (worker log and database in {data_dir})", file=sys.stderr)
-    return Step(phase, n, seen, tally, running_after_load, running_after_sigterm)
+    return Step(phase, n, seen, tally, running_after_load, settle_s, running_after_sigterm)
+
+
+async def settle(engine: AsyncEngine) -> tuple[int, float]:
+    """Rows still ``running`` once writes caught up, and how long that took (bounded).
+
+    Every client has its ``run_finished`` by now, which goes out only once the run's end is
+    stored; rows still ``running`` are runs whose client never saw theirs (a start the client
+    gave up on, a broken stream) ending, or a lag that must settle within the bound.
+    """
+    began = anyio.current_time()
+    with anyio.move_on_after(SETTLE_BOUND_S):
+        while await count_running(engine):  # noqa: ASYNC110  # Deliberate: another process
+            await anyio.sleep(SETTLE_POLL_S)
+    return await count_running(engine), anyio.current_time() - began
 
 
 async def main(options: argparse.Namespace) -> None:
@@ -158,6 +201,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--spread-s", type=float, default=2.0)
     parser.add_argument("--sigterm-n", type=int, default=300)
     parser.add_argument("--max-runs", type=int, default=None, help="TETHER_MAX_RUNS")
+    parser.add_argument(
+        "--max-write-lag-s", type=float, default=None, help="TETHER_MAX_WRITE_LAG_S"
+    )
     options = parser.parse_args(argv)
     options.steps = [int(n) for n in options.steps.split(",")]
     return options

@@ -13,6 +13,7 @@ PUBLIC = [
     "EventBus",
     "HistoryRules",
     "NotFound",
+    "Overloaded",
     "PendingCall",
     "Pricing",
     "ProviderError",

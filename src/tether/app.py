@@ -12,7 +12,8 @@ async with app:
 ```
 
 ``async with app`` opens the store and buses, starts the write-behind recorder and the lease
-heartbeat, and on exit stops every run of this worker with reason ``shutdown``.
+heartbeat, and on exit drains: refuses new runs, stops every run of this worker with reason
+``shutdown`` and waits until their ends are stored (at most ``TETHER_DRAIN_S``).
 """
 
 import functools
@@ -199,9 +200,8 @@ class Tether:
     ) -> None:
         assert self._stack is not None
         try:
-            if self._engine is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._engine.shutdown()
+            with anyio.CancelScope(shield=True):
+                await self.drain()
         finally:
             self._engine = None
             stack, self._stack = self._stack, None
@@ -248,6 +248,9 @@ class Tether:
                 heartbeat_s=s.heartbeat_s,
                 stop_grace_s=s.stop_grace_s,
                 hard_stop_s=s.hard_stop_s,
+                max_runs=s.max_runs,
+                max_write_lag_s=s.max_write_lag_s,
+                drain_s=s.drain_s,
                 history=HistoryRules(interrupted_marker=s.interrupted_marker),
                 limits=RunLimits(approval_timeout_s=s.approval_timeout_s).merged(self._limits),
                 generate_titles=s.generate_titles,
@@ -257,6 +260,16 @@ class Tether:
         tg.start_soon(recorder.run, name="tether recorder")
         tg.start_soon(heartbeat, engine, name="tether heartbeat")
         return engine
+
+    async def drain(self) -> None:
+        """Refuse new runs, stop every run of this worker (reason ``shutdown``), store their ends.
+
+        Returns once every end is stored, or ``settings.drain_s`` after the first call: what
+        leaving ``async with app`` does first. Call it as soon as the process is asked to stop
+        (``tether serve`` does on SIGTERM); a start from then on raises ``Overloaded``.
+        """
+        if self._engine is not None:
+            await self._engine.shutdown()
 
     async def start(
         self,
@@ -273,6 +286,8 @@ class Tether:
         """Start a run of ``agent`` on ``message``; returns once the run exists in the store.
 
         Raises:
+            Overloaded: this worker can't carry another run now (``TETHER_MAX_RUNS``, its
+                writes behind, or draining); nothing was written.
             UsageError: unknown agent or invalid context.
             NotFound: no such session for this user.
             Conflict: the session has an active run and ``if_busy`` is ``reject``.
@@ -296,6 +311,7 @@ class Tether:
         """Continue a paused run, here, with a decision for each call that awaits approval.
 
         Raises:
+            Overloaded: this worker can't carry another run now; nothing was written.
             NotFound: no such run for this user.
             Conflict: the run is not paused (resumed, stopped or timed out meanwhile).
             UsageError: the decisions don't answer exactly the calls that wait.

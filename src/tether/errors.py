@@ -6,6 +6,7 @@ AgentRunError                 base of everything below
 ├── NotFound                  no such run / session / message (or not yours)
 ├── Conflict                  illegal transition, e.g. a second run in a busy session
 ├── ProviderError             .provider, .status_code, .retryable
+├── Overloaded                this worker can't take a run now; .retry_after_s
 └── StorageError              database or bus still failing after bounded retries
     └── StorageRejected       the database refused the data itself (retrying won't help)
 ```
@@ -54,6 +55,18 @@ class ProviderError(AgentRunError):
         self.provider = provider
         self.status_code = status_code
         self.retryable = retryable
+
+
+class Overloaded(AgentRunError):
+    """This worker can't carry another run now: it is full, behind on its writes, or draining.
+
+    Raised before anything is written. ``retry_after_s`` says when to try again (here, or on
+    another worker at once).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
 
 
 class StorageError(AgentRunError):

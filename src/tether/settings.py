@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     stop_grace_s: float = Field(default=10.0, ge=0)
     hard_stop_s: float = Field(default=2.0, ge=0)
     storage_give_up_s: float = Field(default=30.0, gt=0)
+    max_runs: int = Field(default=100, gt=0)
+    """Live runs one worker carries; a start past it answers 503 with ``Retry-After``. About
+    what one core streams at 20 tokens/s with a p99 under 200 ms (``bench/capacity.py``)."""
+    max_write_lag_s: float = Field(default=2.0, gt=0)
+    """How far this worker's writes may fall behind what its runs streamed before it refuses
+    starts (503): healthy is about ``flush_interval_s``, a GC pause adds a few hundred ms."""
+    drain_s: float = Field(default=10.0, gt=0)
+    """On SIGTERM (or leaving ``async with app``): the bound on stopping this worker's runs
+    (reason ``shutdown``) and storing their ends."""
     api_keys: str = ""
     """``key:user,key2:user2``; empty means local mode (one user, loopback only)."""
     max_message_chars: int = Field(default=32_000, gt=0)

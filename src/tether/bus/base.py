@@ -67,6 +67,8 @@ class EventBus(Protocol):
 
 
 class SessionWatch(Protocol):
+    """One watcher of a session's signals (``SessionSignals.watch``)."""
+
     async def wait(self, *, timeout_s: float) -> None:
         """Return once the session was signalled since the last return, or after ``timeout_s``."""
         ...
@@ -77,6 +79,8 @@ class SessionWatch(Protocol):
 
 
 class SessionSignals(Protocol):
+    """Wakes a session's live feeds, on every worker, when something happens in it."""
+
     def notify(self, session_id: SessionId) -> None:
         """Wake every watcher of the session, on every worker, without waiting."""
         ...

@@ -6,6 +6,10 @@ demo app, the embedded model is loaded (on a worker thread, behind a spinner) be
 listens, so the first chat doesn't pay for it; if it can't load, the server still starts and
 says why.
 
+SIGTERM (or Ctrl+C) drains the worker: from the next moment on a start answers 503, every run
+ends ``cancelled`` / ``shutdown`` with its end stored and sent to its clients, then the process
+exits, within ``TETHER_DRAIN_S`` (uvicorn's graceful-shutdown timeout is the same bound).
+
 Streaming is per token, so uvicorn parses HTTP with httptools (about 13 % less worker CPU than
 h11), and the garbage collector is tuned for many live streams (``run_server``): what start-up
 allocated, the app's own start-up included, is frozen out of its reach, and full collections,
@@ -17,6 +21,7 @@ import errno
 import functools
 import gc
 import logging
+import math
 import socket
 import sys
 import time
@@ -33,8 +38,11 @@ from tether.cli._output import console, silence_banners
 from tether.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from fastapi import FastAPI
 
+    from tether.app import Tether
     from tether.settings import Settings
 
 GC_THRESHOLDS: Final = (10_000, 10, 10)
@@ -42,6 +50,7 @@ GC_THRESHOLDS: Final = (10_000, 10, 10)
 instead of 700, so full ones (every 100 young ones, and only when the long-lived objects grew by
 a quarter) come about 14 times less often. Each full collection stalls every live stream."""
 _STARTED_POLL_S: Final = 0.05
+_EXIT_POLL_S: Final = 0.05
 
 AppOption = Annotated[
     str | None,
@@ -118,7 +127,7 @@ def serve(
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises the SIGINT it caught.
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(functools.partial(_serve, api, host=host, port=port, sock=sock))
+            anyio.run(functools.partial(_serve, api, app, host=host, port=port, sock=sock))
     finally:
         _close_embedded_model()
 
@@ -143,17 +152,31 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(api: "FastAPI", *, host: str, port: int, sock: socket.socket) -> None:
+async def _serve(
+    api: "FastAPI", app: "Tether", *, host: str, port: int, sock: socket.socket
+) -> None:
     config = uvicorn.Config(
-        api, host=host, port=port, lifespan="on", log_level="info", http="httptools"
+        api,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="info",
+        http="httptools",
+        timeout_graceful_shutdown=max(1, math.ceil(app.settings.drain_s)),
     )
-    await run_server(uvicorn.Server(config), [sock])
+    await run_server(uvicorn.Server(config), [sock], on_exit=app.drain)
 
 
 async def run_server(
-    server: uvicorn.Server, sockets: "Sequence[socket.socket] | None" = None
+    server: uvicorn.Server,
+    sockets: "Sequence[socket.socket] | None" = None,
+    *,
+    on_exit: "Callable[[], Awaitable[None]] | None" = None,
 ) -> None:
     """Serve until shut down, with the collector tuned for many streams (``GC_THRESHOLDS``).
+
+    ``on_exit`` is called as soon as the server is asked to stop (SIGTERM, Ctrl+C), while
+    uvicorn still waits for open responses: the app drains then, so its streams can end.
 
     Deliberate: what start-up made (modules, the app, the model, and once the server is up what
     the app's lifespan made: engine, store, pools) lives as long as the process; frozen, the
@@ -163,6 +186,8 @@ async def run_server(
     gc.freeze()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_once_started, server, sockets is not None)
+        if on_exit is not None:
+            tg.start_soon(_once_exiting, server, on_exit)
         await server.serve(list(sockets) if sockets is not None else None)
         tg.cancel_scope.cancel()
 
@@ -183,6 +208,14 @@ async def _once_started(server: uvicorn.Server, is_bound_by_us: bool) -> None:
             _url_host(config.host),
             config.port,
         )
+
+
+async def _once_exiting(server: uvicorn.Server, on_exit: "Callable[[], Awaitable[None]]") -> None:
+    # Deliberate: polled, not hooked into the signal handler, which runs between any two
+    # bytecodes of the loop's thread, where no loop or task state may be touched.
+    while not server.should_exit:  # noqa: ASYNC110
+        await anyio.sleep(_EXIT_POLL_S)
+    await on_exit()
 
 
 async def _check_database(settings: "Settings") -> None:

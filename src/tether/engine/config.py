@@ -22,5 +22,11 @@ class EngineConfig:
     busy_wait_s: float = 30.0
     generate_titles: bool = False
     """Title a new session by a model after its first answer (``Settings.generate_titles``)."""
+    max_runs: int = 100
+    """Live runs this worker carries (``Engine.admit``)."""
+    max_write_lag_s: float = 2.0
+    """How far the recorder's writes may be behind before starts are refused."""
+    drain_s: float = 10.0
+    """The bound on ``Engine.shutdown``: stopping every run and storing its end."""
     history: HistoryRules = field(default_factory=HistoryRules)
     limits: RunLimits = field(default_factory=RunLimits)

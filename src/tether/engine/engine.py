@@ -1,7 +1,8 @@
 """``Engine``: starts runs, drives them in its task group, stops them, and records them.
 
-The engine admits a run (its session, and ``if_busy`` when the session has an active run) and
-launches it; its methods are the entry points the app, the HTTP layer and the heartbeat call.
+The engine admits a run (``engine/admission.py``: this worker can carry it; then its session,
+and ``if_busy`` when the session has an active run) and launches it; its methods are the entry
+points the app, the HTTP layer and the heartbeat call.
 Making a run, the task that drives it and its final write (its end or its pause) live in
 ``engine/driver.py``. The stop path (a run here or on another worker, a paused run, a stop
 sent before its run exists, shutdown) lives in ``engine/stopping.py``.
@@ -11,6 +12,7 @@ Pause path: a run that pauses is stored ``paused`` and let go (``engine/driver.p
 drives it again from the store's records.
 """
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from anyio.abc import TaskGroup
 
 from tether.bus.base import CancelBus, EventBus, SessionSignals
 from tether.engine import approvals
+from tether.engine.admission import Admission
 from tether.engine.config import EngineConfig
 from tether.engine.context import AgentContext
 from tether.engine.driver import Driver
@@ -76,6 +79,7 @@ class Engine:
         self.config = config
         self.task_group = task_group
         self.runs: dict[RunId, Run] = {}
+        self.admission = Admission(runs=self.runs, recorder=recorder, config=config)
         self._driver = Driver(
             store=store,
             cancel_bus=cancel_bus,
@@ -117,6 +121,48 @@ class Engine:
         client_request_id: str | None = None,
         parent: Run | None = None,
         call_id: str | None = None,
+    ) -> Run:
+        """Create a run (its row, and its session's if new) and drive it in the background.
+
+        Raises:
+            Overloaded: this worker can't carry another run now; nothing was written.
+            UsageError: unknown or unavailable agent, or invalid context.
+            NotFound: no such session for this user.
+            Conflict: the session is busy (``if_busy``).
+        """
+        # A child run is part of a run already admitted: refusing it would fail its parent's tool
+        # call, not shed load.
+        admitted = self.admission.slot() if parent is None else contextlib.nullcontext()
+        with admitted:
+            run = await self._start(
+                agent,
+                message,
+                user_id=user_id,
+                session_id=session_id,
+                context=context,
+                limits=limits,
+                if_busy=if_busy,
+                client_request_id=client_request_id,
+                parent=parent,
+                call_id=call_id,
+            )
+        if self.admission.is_draining:  # admitted just before the drain began
+            run.stop(CancelRequest(reason="shutdown", by=self.config.worker_id))
+        return run
+
+    async def _start(
+        self,
+        agent: str,
+        message: str,
+        *,
+        user_id: UserId,
+        session_id: SessionId | None,
+        context: object,
+        limits: RunLimits | None,
+        if_busy: IfBusy,
+        client_request_id: str | None,
+        parent: Run | None,
+        call_id: str | None,
     ) -> Run:
         spec = self.spec(agent)
         validated = spec.validate_context(context)
@@ -318,10 +364,17 @@ class Engine:
         """Continue a paused run with a decision for each call awaiting approval.
 
         Raises:
+            Overloaded: this worker can't carry another run now; nothing was written.
             NotFound: no such run for this user.
             Conflict: the run is not paused (it was resumed, stopped or timed out).
             UsageError: the decisions don't answer exactly the calls that wait.
         """
+        with self.admission.slot():
+            return await self._resume(run_id, decisions, user_id=user_id)
+
+    async def _resume(
+        self, run_id: RunId, decisions: Sequence[ToolDecision], *, user_id: UserId
+    ) -> Run:
         if (held := self.runs.get(run_id)) is not None and held.paused is not None:
             await held.wait_persisted()  # its pause is being stored right now
         record = await self.store.get_run(run_id)
@@ -436,8 +489,14 @@ class Engine:
         return await self._stopper.wait_terminal(run_id)
 
     async def shutdown(self) -> None:
-        """Stop every run of this worker with reason ``shutdown`` and wait for them (bounded)."""
-        await self._stopper.shutdown()
+        """Drain: refuse new runs, stop every run here (reason ``shutdown``), store their ends.
+
+        Waits until every run's end is stored, runs started meanwhile included, but no longer
+        than ``drain_s`` after the first call (later calls share that deadline).
+        """
+        now = anyio.current_time()
+        deadline = self.admission.drain(now + self.config.drain_s)
+        await self._stopper.shutdown(timeout_s=max(0.0, deadline - now))
 
 
 def _child_result(outcome: RunOutcome) -> str:

@@ -262,6 +262,20 @@ class Recorder:
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._failing_since: float | None = None
+        self._stored_through: float | None = None
+        """When the last flush that landed took what it wrote: all buffered before is stored."""
+
+    @property
+    def lag_s(self) -> float:
+        """How far what is stored is behind what runs streamed, in seconds (0 until it runs).
+
+        An upper bound on the age of the oldest buffered data not yet written: about the flush
+        interval when writes keep up; it grows while they fall behind, fail, or the event loop
+        is too busy to flush on time.
+        """
+        if self._stored_through is None:
+            return 0.0
+        return max(0.0, anyio.current_time() - self._stored_through)
 
     @property
     def give_up_s(self) -> float:
@@ -285,6 +299,7 @@ class Recorder:
 
     async def run(self) -> None:
         """The flusher loop; runs until cancelled (it is started in the app's task group)."""
+        self._stored_through = anyio.current_time()  # nothing was buffered before
         next_tick = anyio.current_time() + self._interval_s
         while True:
             # Fixed ticks, not "an interval after the last write ended": a slow write must not
@@ -324,6 +339,7 @@ class Recorder:
         never cut short (waiting for the flusher's write in flight still is).
         """
         async with self._lock:
+            taken_at = anyio.current_time()
             # A buffer whose run row is still being created waits: its rows reference it.
             buffers = [b for b in self._buffers.values() if b.is_ready]
             if only is not None:
@@ -342,6 +358,7 @@ class Recorder:
             for buffer in finished:
                 self._buffers.pop(buffer.run_id, None)
                 buffer.landed.set()
+            self._stored_through = taken_at
             return True
 
     async def _write(

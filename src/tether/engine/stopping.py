@@ -18,7 +18,6 @@ import anyio.lowlevel
 
 from tether.bus.base import CancelBus, EventBus
 from tether.engine import approvals
-from tether.engine.config import FINAL_WRITE_TIMEOUT_S
 from tether.engine.run import Run
 from tether.errors import NotFound, StorageError
 from tether.events import TERMINAL_STATUSES, RunPaused, RunStatus, StopReason
@@ -188,10 +187,16 @@ class Stopper:
             else:
                 await anyio.sleep(0.05)
 
-    async def shutdown(self) -> None:
-        runs = list(self._runs.values())
-        for run in runs:
-            run.stop(CancelRequest(reason="shutdown", by=self._worker_id))
-        with anyio.move_on_after(FINAL_WRITE_TIMEOUT_S):
-            for run in runs:
-                await run.wait_persisted()
+    async def shutdown(self, *, timeout_s: float) -> None:
+        """Stop every run held here, and those that start meanwhile; wait for their ends."""
+        request = CancelRequest(reason="shutdown", by=self._worker_id)
+        # By identity (kept alive here, so no id is reused): a run let go and taken up again
+        # is a new Run, and is stopped too.
+        stopped: dict[int, Run] = {}
+        with anyio.move_on_after(timeout_s):
+            while runs := [run for run in self._runs.values() if id(run) not in stopped]:
+                stopped.update((id(run), run) for run in runs)
+                for run in runs:
+                    run.stop(request)
+                for run in runs:
+                    await run.wait_persisted()

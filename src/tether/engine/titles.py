@@ -48,6 +48,7 @@ def clean_title(answer: str) -> str:
 
 
 def title_prompt(question: str, answer: str) -> str:
+    """The request that asks a model for a short title of a first exchange."""
     return (
         f"User: {question[:PROMPT_CHARS]}\n\nAssistant: {answer[:PROMPT_CHARS]}\n\n"
         "A title for this conversation:"

@@ -13,6 +13,10 @@ paused for approval → ``RUN_FINISHED`` outcome ``interrupt``, one interrupt pe
 (its id is the call id). A ``RunAgentInput.resume`` answering those interrupts resumes the
 thread's paused run: ``resolved`` approves (``payload.args`` edits the arguments), ``cancelled``
 denies. A client that drops the response cancels the run (reason ``disconnect``).
+
+A refusal comes before the stream, as problem+json, which ``HttpAgent`` raises as an HTTP
+error (as it does every refusal here): 503 with ``Retry-After`` when the worker can't carry
+another run, and then nothing is written.
 """
 
 import json
@@ -53,12 +57,7 @@ from tether.events import (
     ToolDecision,
 )
 from tether.http.auth import Authenticator
-from tether.http.chat_runs import (
-    chat_stream,
-    ensure_session,
-    resume_chat_run,
-    start_chat_run,
-)
+from tether.http.chat_runs import chat_stream, resume_chat_run, start_chat_run
 from tether.http.problems import problem_responses
 from tether.http.state import HttpState
 from tether.ids import UserId
@@ -74,7 +73,7 @@ def agui_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     @router.post(
         "/agents/{agent}/agui",
         response_class=EventSourceResponse,
-        responses=problem_responses(404, 409),
+        responses=problem_responses(404, 409, 503),
     )
     async def run_agent(
         agent: AgentName, body: RunAgentInput, user: Annotated[UserId, user_dep]
@@ -83,8 +82,6 @@ def agui_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         if body.resume:
             handle = await _resume(state, body, user=user)
         else:
-            if agent in state.tether.agents:
-                await ensure_session(state, agent, session_id=body.thread_id, user=user)
             message = _new_user_text(body)
             handle = await start_chat_run(
                 state, agent, message, user=user, session_id=body.thread_id

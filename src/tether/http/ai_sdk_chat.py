@@ -20,6 +20,8 @@ interrupted → open text closed, ``abort`` with the reason, no ``finish``, ``[D
 ``approvalId`` is the call id), ``finish-step``, ``finish`` (reason ``tool-calls``, as the AI
 SDK's own server ends a step that waits for approval) and ``[DONE]``. A denied call's part ends
 ``tool-output-denied``. In a replay, a pause since resumed is a step boundary, not an ending.
+A refusal comes before the stream, as problem+json (which ``useChat`` shows as its error): 503
+with ``Retry-After`` when the worker can't carry another run, and then nothing is written.
 """
 
 import json
@@ -46,7 +48,6 @@ from tether.events import (
 from tether.http.auth import Authenticator
 from tether.http.chat_runs import (
     chat_stream,
-    ensure_session,
     replayed_events,
     resume_chat_run,
     start_chat_run,
@@ -64,6 +65,8 @@ AgentName = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 class ToolApprovalIn(BaseModel):
+    """A person's answer to a tool-approval request, on an AI SDK tool part."""
+
     model_config = ConfigDict(extra="allow")
     id: str = Field(min_length=1, max_length=128)
     approved: bool | None = None
@@ -104,7 +107,7 @@ def ai_sdk_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     user_dep = Depends(authenticate)
     router = APIRouter(prefix="/agents/{agent}/chat", tags=["ai-sdk"])
 
-    @router.post("", response_class=EventSourceResponse, responses=problem_responses(404, 409))
+    @router.post("", response_class=EventSourceResponse, responses=problem_responses(404, 409, 503))
     async def chat(
         agent: AgentName, body: ChatRequestIn, user: Annotated[UserId, user_dep]
     ) -> EventSourceResponse:
@@ -174,8 +177,6 @@ async def _active_record(state: HttpState, chat_id: str, *, user: UserId) -> Run
 
 async def _start(state: HttpState, agent: str, body: ChatRequestIn, *, user: UserId) -> RunHandle:
     message = "".join(p.text or "" for p in body.messages[-1].parts if p.type == "text")
-    if agent in state.tether.agents:
-        await ensure_session(state, agent, session_id=body.id, user=user)
     return await start_chat_run(state, agent, message, user=user, session_id=body.id)
 
 

@@ -24,7 +24,7 @@ from tether.ids import RunId, SessionId, UserId
 from tether.records import SessionRecord
 
 
-async def ensure_session(state: HttpState, agent: str, *, session_id: str, user: UserId) -> None:
+async def _ensure_session(state: HttpState, agent: str, *, session_id: str, user: UserId) -> None:
     """Create the session ``session_id`` for ``user`` on first use (a client-chosen chat id).
 
     Another user's session with that id answers 404 when the run starts (the engine checks).
@@ -45,9 +45,13 @@ async def start_chat_run(
 ) -> RunHandle:
     """Start a run of ``agent`` on ``message`` the way the native start route does.
 
+    ``session_id`` is the client's chat or thread id: the session is created on first use,
+    once the request is valid and the worker admits the run (a refusal writes nothing).
+
     Raises:
         NotFound: no such agent (or session of this user).
         UsageError: the message is empty or too long.
+        Overloaded: this worker can't carry another run now.
         Conflict: the session already has an active run.
     """
     if agent not in state.tether.agents:
@@ -57,7 +61,10 @@ async def start_chat_run(
         raise UsageError("the message is empty")
     if len(message) > limit:
         raise UsageError(f"the message is longer than {limit} characters", limit=limit)
-    state.require_running()
+    if (refused := state.engine.admission.refusal()) is not None:
+        raise refused
+    if session_id is not None:
+        await _ensure_session(state, agent, session_id=session_id, user=user)
     handle = await state.tether.start(agent, message, user_id=user, session_id=session_id)
     state.track(handle, user=user, client_request_id=None)
     return handle

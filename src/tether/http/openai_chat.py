@@ -19,6 +19,9 @@ Endings (every final chunk and every completion also carries a ``tether`` object
 - paused for approval: not supported here. Non-streaming: 409 naming the native resume route;
   streaming: an error event saying the same (the run stays paused for the native route).
 
+A worker that can't carry another run answers 503 with ``Retry-After`` and an ``error`` object
+(``code: "overloaded"``) before anything is written; the ``openai`` SDKs retry it on their own.
+
 Tools run inside tether, so no response carries ``tool_calls`` (that would ask the client to
 run them). A client that drops the response cancels the run (reason ``disconnect``).
 """
@@ -34,12 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
 from tether.app import RunHandle
-from tether.errors import UsageError
+from tether.errors import Overloaded, UsageError
 from tether.events import RunFinished, RunPaused, TextDelta
 from tether.http.auth import Authenticator
-from tether.http.chat_runs import cancel_for_disconnect, chat_stream, ensure_session
+from tether.http.chat_runs import cancel_for_disconnect, chat_stream
 from tether.http.chat_runs import start_chat_run as start_run
-from tether.http.problems import problem_responses
+from tether.http.problems import problem, problem_responses, retry_after
 from tether.http.state import HttpState
 from tether.ids import UserId
 
@@ -101,7 +104,7 @@ def openai_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         ]
         return {"object": "list", "data": data}
 
-    @router.post("/chat/completions", responses=problem_responses(404, 409))
+    @router.post("/chat/completions", responses=problem_responses(404, 409, 503))
     async def chat_completions(
         body: ChatCompletionIn,
         request: Request,
@@ -110,11 +113,12 @@ def openai_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     ) -> Response:
         """Run the agent `model` on the conversation; OpenAI chunks (SSE) or one completion."""
         message = _message_of(body.messages, is_session=x_tether_session_id is not None)
-        if x_tether_session_id is not None:
-            await ensure_session(state, body.model, session_id=x_tether_session_id, user=user)
-        handle = await start_run(
-            state, body.model, message, user=user, session_id=x_tether_session_id
-        )
+        try:
+            handle = await start_run(
+                state, body.model, message, user=user, session_id=x_tether_session_id
+            )
+        except Overloaded as exc:
+            return _overloaded_response(exc)
         headers = {"x-tether-session-id": handle.session_id}
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -264,6 +268,18 @@ def _error_response(end: RunFinished | RunPaused, *, headers: Mapping[str, str])
         status_code=status,
         media_type="application/problem+json",
         headers={**headers, "x-should-retry": "false"},
+    )
+
+
+def _overloaded_response(exc: Overloaded) -> Response:
+    """503 problem+json with OpenAI's ``error`` object; the SDKs retry it after ``Retry-After``."""
+    error = {"message": exc.message, "type": "server_error", "code": "overloaded", "param": None}
+    return problem(
+        503,
+        exc.message,
+        slug="overloaded",
+        extra={**exc.details, "error": error},
+        headers={"Retry-After": retry_after(exc)},
     )
 
 

@@ -14,6 +14,7 @@ a caller mistake (``UsageError``), is 422.
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, Final, cast
 
@@ -30,6 +31,7 @@ from tether.errors import (
     AgentRunError,
     Conflict,
     NotFound,
+    Overloaded,
     ProviderError,
     StorageError,
     StorageRejected,
@@ -48,6 +50,7 @@ _TABLE: Final[Mapping[type[AgentRunError], tuple[int, str]]] = {
     UsageError: (422, "invalid-request"),
     StorageRejected: (422, "unstorable-value"),
     StorageError: (503, "storage-unavailable"),
+    Overloaded: (503, "overloaded"),
     ProviderError: (502, "provider-error"),
     AgentRunError: (500, "internal-error"),
 }
@@ -169,9 +172,18 @@ async def _on_agent_run_error(request: Request, exc: AgentRunError) -> Response:
             return problem(status, "the database refused a value of the request", slug=slug)
         detail = "storage is unavailable; retry later"
         return problem(status, detail, slug=slug, headers={"Retry-After": STORAGE_RETRY_AFTER_S})
+    if isinstance(exc, Overloaded):
+        # Deliberate: not logged per refusal; under overload that would be a log line per start.
+        headers = {"Retry-After": retry_after(exc)}
+        return problem(status, exc.message, slug=slug, extra=exc.details, headers=headers)
     if status >= 500:
         log.warning("%s %s failed: %r", request.method, request.url.path, exc)
     return problem(status, exc.message, slug=slug, extra=exc.details)
+
+
+def retry_after(exc: Overloaded) -> str:
+    """The ``Retry-After`` header of a refused start: whole seconds, at least one."""
+    return str(max(1, math.ceil(exc.retry_after_s)))
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:

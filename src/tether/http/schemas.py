@@ -374,11 +374,15 @@ class RenameSessionIn(_Request):
 
 
 class RollbackIn(_Request):
+    """Discard the session's last turn."""
+
     run_id: Id
     """The session's last turn: its user message and everything after it are discarded."""
 
 
 class RollbackOut(BaseModel):
+    """The discarded turn: its run, and its user message to send again or edit."""
+
     run_id: str
     message: str
     """The discarded user message's text: send it again (regenerate) or edit it first."""

@@ -51,6 +51,7 @@ from tether.storage import _sql_recovery as _recovery
 from tether.storage import _sql_runs as _runs
 from tether.storage import _sql_writes as _writes
 from tether.storage._engine import DEFAULT_RETRY_BUDGET_S, WRITE_OPTION, open_engine, run_unit
+from tether.storage._writer_turns import WriterTurns
 from tether.storage.store import Finish, LiveEvents, StoredEvent, WriteBatch
 from tether.storage.tables import Base, RunEventRow, RunRow, SessionRow
 
@@ -79,11 +80,12 @@ class SqlStore:
         self._write = async_sessionmaker(
             engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
-        # SQLite has one writer at a time. This process's writers queue here, in order, rather
-        # than poll the file lock: under load a write transaction spans many loop turns, and
-        # writers polling with busy_timeout ran out of retries (503s on start, lease renewals
-        # lost). Other processes on the same file still meet busy_timeout.
-        self._writers = None if self._is_postgres else anyio.Lock()
+        # SQLite has one writer at a time. This process's writers queue here, rather than poll
+        # the file lock: under load a write transaction spans many loop turns, and writers
+        # polling with busy_timeout ran out of retries (503s on start, lease renewals lost).
+        # Creating a run or session goes first (``WriterTurns``). Other processes on the same
+        # file still meet busy_timeout.
+        self._writers = None if self._is_postgres else WriterTurns()
         self._failing_since: float | None = None
 
     @classmethod
@@ -121,7 +123,7 @@ class SqlStore:
         async def work(db: AsyncSession) -> None:
             await db.execute(stmt)
 
-        await self._unit(work, is_write=True)
+        await self._unit(work, is_write=True, is_urgent=True)
 
     async def get_session(self, session_id: SessionId) -> SessionRecord | None:
         row = await self._get(SessionRow, session_id)
@@ -185,7 +187,7 @@ class SqlStore:
             try:
                 # Deliberate: not replayed after a failed commit, which may have succeeded; the
                 # replay would then report the run as conflicting with itself.
-                await self._unit(work, is_write=True, is_idempotent=False)
+                await self._unit(work, is_write=True, is_idempotent=False, is_urgent=True)
             except IntegrityError as exc:
                 cause = await self._create_run_conflict(run)
                 if cause is not None:
@@ -428,9 +430,13 @@ class SqlStore:
         *,
         is_write: bool = False,
         is_idempotent: bool = True,
+        is_urgent: bool = False,
         retry_budget_s: float | None = None,
     ) -> _T:
         """Run ``work`` in one session and transaction, retrying transient failures.
+
+        ``is_urgent``: a write a client waits on to begin (creating a run or a session); on
+        SQLite it takes the writer before queued ordinary writes.
 
         While the database is failing, retries stop after ``FAILING_RETRY_BUDGET_S``: callers
         learn of an outage at once, not after the full budget each.
@@ -445,7 +451,7 @@ class SqlStore:
         sessions = self._write if is_write else self._read
         try:
             if is_write and self._writers is not None:
-                async with self._writers:
+                async with self._writers.turn(is_urgent=is_urgent):
                     result = await run_unit(
                         sessions, work, retry_budget_s=budget_s, is_idempotent=is_idempotent
                     )
