@@ -101,25 +101,27 @@ class Stopper:
                     # The intent is on the run's row, which its owner's heartbeat reads: the
                     # stop still lands, within a beat instead of at once.
                     log.warning("run %s: stop not pushed, left to the heartbeat: %s", run_id, exc)
-            accepted = await self._is_accepted_remotely(record, request)
+            record = await self._settle_remotely(record)
+            accepted = record.cancel == request
         if wait:
             record = await self.wait_terminal(run_id)
         return CancelResult(
             run_id=run_id, accepted=accepted, status=record.status, reason=record.reason
         )
 
-    async def _is_accepted_remotely(self, record: RunRecord, request: CancelRequest) -> bool:
-        """Whether ``request`` is the stop the run ended with (issue #15: exactly one is).
+    async def _settle_remotely(self, record: RunRecord) -> RunRecord:
+        """The run as it ended, or as it is after a brief wait: it says which stop won.
 
         A run driven elsewhere may already have been stopped there (a disconnect, a cancel sent
-        to its worker) before our intent reached its row: its owner records the stop it ended
-        with when it finishes. So the answer waits, briefly, for that ending; a run whose owner
-        does not finish in time is judged by the intent its row holds now.
+        to its worker) before our intent reached its row: its owner writes the stop it ended
+        with over that intent, with its ending. So the answer waits, briefly, for that ending;
+        a run whose owner does not finish in time is judged by the intent its row holds now.
+        Exactly one request then finds itself on the row (issue #15).
         """
         if record.status not in TERMINAL_STATUSES:
             with anyio.move_on_after(REMOTE_ACCEPT_WAIT_S):
                 record = await self.wait_terminal(record.run_id)
-        return record.cancel == request
+        return record
 
     async def end_paused(self, record: RunRecord, request: CancelRequest) -> RunRecord:
         messages = await self._store.run_messages(record.run_id)

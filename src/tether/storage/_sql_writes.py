@@ -63,10 +63,13 @@ async def write_batch(
 
 
 async def _end(db: AsyncSession, run_id: RunId, ending: Ending) -> None:
-    """The CAS active -> terminal, with the stop that caused it (if the row has none yet).
+    """The CAS active -> terminal, with the stop that caused it.
 
-    A run that is no longer active (recovery ended it) keeps its ending; the terminal event
-    this batch carried was then dropped by the one-terminal index.
+    The stop the run ended with (``finish.cancel``, decided by its owner) replaces an intent
+    that reached the row first but lost, so the stored cancel fields agree with the ending and
+    a remote canceller reads that it was not the one (issue #15). A run that is no longer
+    active (recovery ended it) keeps its ending; the terminal event this batch carried was
+    then dropped by the one-terminal index.
     """
     is_active = RunRow.status.in_(ACTIVE_STATUSES)
     if ending.cancel is not None:
@@ -86,6 +89,7 @@ async def _end(db: AsyncSession, run_id: RunId, ending: Ending) -> None:
             finished_at=finish.finished_at,
             lease_expires_at=None,
             **RunRow.usage_values(finish.usage),
+            **(RunRow.cancel_values(finish.cancel) if finish.cancel is not None else {}),
         )
     )
 
