@@ -5,13 +5,15 @@ records the intent durably; a run owned by another worker gets the intent writte
 first and then pushed over the cancel bus, and its owner's heartbeat also reads the row, so a
 lost push still stops it. A paused run is owned by nobody: its end is written to the store
 directly (``engine/approvals.py``), by ``cancel`` or, once its approval deadline passed, by
-``expire_paused``. A stop pressed before the client knew the run id is held for a few seconds
-(``stop_pending``) and taken by the run it was meant for when that run starts.
+``expire_paused``. A stop pressed before the client knew the run id is held in the store for a
+few seconds (``stop_pending``), per user, and taken by the run it was meant for when that run
+starts, on whichever worker.
 """
 
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio
 import anyio.lowlevel
@@ -61,8 +63,6 @@ class Stopper:
         self._runs = runs
         """The engine's table of the runs held here (read only)."""
         self._worker_id = worker_id
-        self._early_stops: dict[tuple[UserId, str], tuple[CancelRequest, float]] = {}
-        """Held stops by user and key: one user can neither take nor replace another's."""
 
     async def cancel(self, run_id: RunId, request: CancelRequest, *, wait: bool) -> CancelResult:
         accepted = False
@@ -145,24 +145,24 @@ class Stopper:
                 ended.append(now)
         return ended
 
-    def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
-        now = anyio.current_time()
-        self._early_stops = {
-            k: held for k, held in self._early_stops.items() if now - held[1] < EARLY_STOP_TTL_S
-        }
-        self._early_stops[(user_id, key)] = (request, now)
+    async def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
+        """Hold ``request`` in the store, so the run is stopped whichever worker starts it."""
+        held_until = request.requested_at + timedelta(seconds=EARLY_STOP_TTL_S)
+        await self._store.hold_stop(user_id, key, request, held_until=held_until)
 
-    def take_early_stop(
+    async def take_early_stop(
         self, client_request_id: str | None, session_id: SessionId, user_id: UserId
     ) -> CancelRequest | None:
-        """The stop held for a run ``user_id`` starts now, if any (it is held no longer)."""
-        found: CancelRequest | None = None
-        now = anyio.current_time()
-        for key in (client_request_id, session_id):
-            held = self._early_stops.pop((user_id, key), None) if key else None
-            if held is not None and now - held[1] < EARLY_STOP_TTL_S:
-                found = found or held[0]
-        return found
+        """The stop held for a run ``user_id`` starts now, if any (it is held no longer).
+
+        A store that fails here costs the held stop only: the run starts, and is logged.
+        """
+        keys = [key for key in (client_request_id, session_id) if key]
+        try:
+            return await self._store.take_held_stop(user_id, keys, now=utcnow())
+        except StorageError as exc:
+            log.warning("session %s: held stops not read: %s", session_id, exc)
+            return None
 
     async def wait_terminal(self, run_id: RunId) -> RunRecord:
         if (run := self._runs.get(run_id)) is not None:

@@ -46,6 +46,7 @@ from tether.records import (
     SessionRecord,
     utcnow,
 )
+from tether.storage import _sql_held as _held
 from tether.storage import _sql_reads as _reads
 from tether.storage import _sql_recovery as _recovery
 from tether.storage import _sql_runs as _runs
@@ -209,6 +210,12 @@ class SqlStore:
     async def session_runs(self, session_id: SessionId) -> list[RunRecord]:
         return await self._select_runs(select(RunRow).where(RunRow.session_id == session_id))
 
+    async def request_runs(self, user_id: UserId, client_request_id: str) -> list[RunRecord]:
+        stmt = select(RunRow).where(
+            RunRow.user_id == user_id, RunRow.client_request_id == client_request_id
+        )
+        return await self._select_runs(stmt)
+
     async def _select_runs(self, stmt: Select[RunRow]) -> list[RunRecord]:
         ordered = stmt.order_by(RunRow.started_at, RunRow.run_id)
         return [r.to_record() for r in await self._scalars(ordered)]
@@ -346,6 +353,33 @@ class SqlStore:
 
     async def last_seq(self, run_id: RunId) -> int:
         return await self._unit(partial(_writes.last_seq, run_id=run_id))
+
+    # Stops held before their run exists
+
+    async def hold_stop(
+        self, user_id: UserId, key: str, request: CancelRequest, *, held_until: datetime
+    ) -> None:
+        work = partial(
+            _held.hold,
+            user_id=user_id,
+            key=key,
+            request=request,
+            held_until=held_until,
+            insert=self._insert,
+        )
+        await self._unit(work, is_write=True)
+
+    async def take_held_stop(
+        self, user_id: UserId, keys: Sequence[str], *, now: datetime
+    ) -> CancelRequest | None:
+        where = _held.held(user_id, keys, now)
+        # A read first: nearly every run has no held stop, and a read takes no write lock.
+        if not await self._unit(partial(_held.is_held, where=where)):
+            return None
+        # Deliberate: a replay after a commit that did succeed would find nothing.
+        return await self._unit(
+            partial(_held.take, where=where), is_write=True, is_idempotent=False
+        )
 
     # Messages, events and history
 
