@@ -32,7 +32,7 @@ from tether.engine.registry import AgentSpec
 from tether.engine.run import Resumption, Run, RunOutcome
 from tether.engine.stopping import CancelResult, Stopper
 from tether.engine.titles import title_from
-from tether.errors import Conflict, NotFound, UsageError
+from tether.errors import Conflict, NotFound, StorageError, UsageError
 from tether.events import TERMINAL_STATUSES, StopAction, StopMode, StopReason, ToolDecision
 from tether.ids import MessageId, RunId, SessionId, UserId, new_id
 from tether.records import CancelRequest, MessageRecord, RunRecord, SessionRecord, utcnow
@@ -83,6 +83,7 @@ class Engine:
             event_bus=event_bus,
             runs=self.runs,
             worker_id=config.worker_id,
+            task_group=task_group,
         )
 
     # --- starting ------------------------------------------------------------------------
@@ -101,6 +102,15 @@ class Engine:
         parent: Run | None = None,
         call_id: str | None = None,
     ) -> Run:
+        """Store a new run and start driving it.
+
+        Raises:
+            StorageError: this worker's writes are failing (refused at once, not after
+                the store's retries: a run it can't store would fail anyway), or the store
+                failed.
+        """
+        if self.recorder.is_failing and parent is None:
+            raise StorageError("this worker's writes to the database are failing")
         spec = self.spec(agent)
         validated = spec.validate_context(context)
         session_id, new_session = await self._session_for(

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from tether.bus.base import CancelBus, EventBus
 from tether.engine import approvals
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 REMOTE_ACCEPT_WAIT_S = 2.0
 """How long a cancel of a run driven elsewhere waits for its ending to say who stopped it."""
+
+NOTE_WAIT_S = 0.5
+"""How long a cancel of a run held here waits for its durable note before it answers."""
 
 EARLY_STOP_TTL_S = 10.0
 """How long ``stop_pending`` holds a stop: a stop pressed before the client knew the run id
@@ -56,6 +60,7 @@ class Stopper:
         event_bus: EventBus,
         runs: Mapping[RunId, Run],
         worker_id: str,
+        task_group: TaskGroup,
     ) -> None:
         self._store = store
         self._cancel_bus = cancel_bus
@@ -63,6 +68,8 @@ class Stopper:
         self._runs = runs
         """The engine's table of the runs held here (read only)."""
         self._worker_id = worker_id
+        self._task_group = task_group
+        """The engine's: durable notes of stops outlive the request that made them."""
 
     async def cancel(self, run_id: RunId, request: CancelRequest, *, wait: bool) -> CancelResult:
         accepted = False
@@ -73,12 +80,14 @@ class Stopper:
             accepted = run.stop(request)
             # Let the run's viewers send the stop's frames before the durable note's I/O.
             await anyio.lowlevel.checkpoint()
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self._store.request_cancel(run_id, run.token.request or request)
-            except StorageError as exc:
-                # The stop has landed; only its durable note is late (the run's end records it).
-                log.warning("run %s: stop recorded in memory only: %s", run_id, exc)
+            noted = anyio.Event()
+            self._task_group.start_soon(
+                self._note, run_id, run.token.request or request, noted, name=f"note {run_id}"
+            )
+            # The stop has landed: the answer waits for its note only briefly (a database
+            # outage must not hold it; the run's ending records the stop anyway).
+            with anyio.move_on_after(NOTE_WAIT_S):
+                await noted.wait()
             # A run that takes the stop ends: it can no longer pause.
             outcome = await run.wait_persisted() if wait else run.outcome
             assert not isinstance(outcome, RunPaused)
@@ -108,6 +117,16 @@ class Stopper:
         return CancelResult(
             run_id=run_id, accepted=accepted, status=record.status, reason=record.reason
         )
+
+    async def _note(self, run_id: RunId, request: CancelRequest, noted: anyio.Event) -> None:
+        """Record a stop that landed here durably, for other workers' cancels to read."""
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._store.request_cancel(run_id, request)
+        except StorageError as exc:
+            log.warning("run %s: stop recorded in memory only: %s", run_id, exc)
+        finally:
+            noted.set()
 
     async def _settle_remotely(self, record: RunRecord) -> RunRecord:
         """The run as it ended, or as it is after a brief wait: it says which stop won.

@@ -59,7 +59,9 @@ __all__ = ["DEFAULT_RETRY_BUDGET_S", "WRITE_OPTION", "SqlStore", "open_engine"]
 
 _CREATE_RUN_ATTEMPTS: Final = 3
 FAILING_RETRY_BUDGET_S: Final = 0.5
-"""How long a unit retries while the database is known to be failing (see ``is_failing``)."""
+"""How long a unit retries while the database is known to be failing (see ``is_failing``), or
+once it finds the database unreachable: an outage answers 503 within a second, not after the
+full budget (issue #15). A busy or locked database still gets the full budget."""
 _T = TypeVar("_T")
 _Row = TypeVar("_Row", bound=Base)
 
@@ -445,8 +447,9 @@ class SqlStore:
     ) -> _T:
         """Run ``work`` in one session and transaction, retrying transient failures.
 
-        While the database is failing, retries stop after ``FAILING_RETRY_BUDGET_S``: callers
-        learn of an outage at once, not after the full budget each.
+        While the database is failing, or once this unit finds it unreachable, retries stop
+        after ``FAILING_RETRY_BUDGET_S``: callers learn of an outage at once, not after the full
+        budget each.
 
         Raises:
             StorageError: a transient failure outlasted the retry budget, or struck the commit
@@ -456,16 +459,20 @@ class SqlStore:
         if self._failing_since is not None:
             budget_s = min(budget_s, FAILING_RETRY_BUDGET_S)
         sessions = self._write if is_write else self._read
+        unit = partial(
+            run_unit,
+            sessions,
+            work,
+            retry_budget_s=budget_s,
+            unreachable_budget_s=min(budget_s, FAILING_RETRY_BUDGET_S),
+            is_idempotent=is_idempotent,
+        )
         try:
             if is_write and self._writers is not None:
                 async with self._writers:
-                    result = await run_unit(
-                        sessions, work, retry_budget_s=budget_s, is_idempotent=is_idempotent
-                    )
+                    result = await unit()
             else:
-                result = await run_unit(
-                    sessions, work, retry_budget_s=budget_s, is_idempotent=is_idempotent
-                )
+                result = await unit()
         except StorageRejected:
             raise
         except StorageError:
