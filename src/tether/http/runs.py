@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
+from pydantic import WithJsonSchema
 from sse_starlette import EventSourceResponse
 
 from tether.app import RunHandle
@@ -182,7 +183,10 @@ def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         user: Annotated[UserId, user_dep],
         after: Annotated[int | None, Query(ge=-1, le=MAX_SEQ)] = None,
         last_event_id: Annotated[
-            str | None, Header(max_length=19, pattern=LAST_EVENT_ID_PATTERN)
+            str | None,
+            Header(max_length=19, pattern=LAST_EVENT_ID_PATTERN),
+            # Deliberate: an absent header is None; a header is never sent as JSON null.
+            WithJsonSchema({"type": "string", "maxLength": 19, "pattern": LAST_EVENT_ID_PATTERN}),
         ] = None,
     ) -> Response:
         """Replay a run's events after `Last-Event-ID` (or `?after=`), then follow it live.
