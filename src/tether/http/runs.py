@@ -264,12 +264,12 @@ async def _cancel_run(
     state: HttpState, run_id: str, *, body: CancelRunIn, user: UserId
 ) -> CancelRunOut:
     requested_at = time.perf_counter()
-    await state.run_of(run_id, user)
+    driven = await state.run_of(run_id, user)
     result = await state.tether.cancel(
         run_id, reason=body.reason, mode=body.mode, action=body.action, by=user
     )
     if result.accepted:
-        state.time_stop(result.run_id, reason=body.reason, requested_at=requested_at)
+        state.time_stop(driven, reason=body.reason, requested_at=requested_at)
     # Deliberate: let the run's streams send the frames the stop produced before this answer
     # is built and sent; the stop's own latency is what the user feels, not the answer's.
     await anyio.lowlevel.checkpoint()

@@ -181,9 +181,10 @@ async def _cancel_session(
             return CancelSessionOut(
                 session_id=session_id, run_id=run_id, accepted=True, status=status
             )
+    driven = engine.runs.get(run_id)
     result = await state.tether.cancel(run_id, reason="user", by=user)
     if result.accepted:
-        state.time_stop(run_id, reason="user", requested_at=requested_at)
+        state.time_stop(driven, reason="user", requested_at=requested_at)
     return CancelSessionOut(
         session_id=session_id, run_id=run_id, accepted=result.accepted, status=result.status
     )
