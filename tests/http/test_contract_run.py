@@ -46,8 +46,13 @@ async def test_schemathesis_finds_no_failure(database_url: str, tmp_path: Path) 
         command += ["--phases", "examples,coverage,fuzzing,stateful"]
         command += ["--max-time", str(MAX_TIME_S)]
         with anyio.fail_after(RUN_TIMEOUT_S):
+            # In tmp_path: schemathesis keeps its cache in the working directory.
             result = await anyio.run_process(
-                command, check=False, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT
+                command,
+                check=False,
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
             )
     output = result.stdout.decode(errors="replace")
     assert result.returncode == 0, output
