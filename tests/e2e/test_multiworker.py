@@ -237,6 +237,23 @@ async def test_stop_sent_to_the_other_worker_ends_the_run_at_once(
 
 
 @pytest.mark.redis
+async def test_stop_held_on_one_worker_stops_the_run_started_on_the_other(
+    pair: tuple[Worker, Worker],
+) -> None:
+    """A stop sent before the run exists (issue #15): held in the database, taken on A."""
+    a, b = pair
+    async with b.client() as client:
+        response = await client.post("/sessions/new/cancel", json={"client_request_id": "held-1"})
+    assert response.status_code == 200, response.text
+    assert (response.json()["accepted"], response.json()["run_id"]) == (True, None)
+    async with start_run(a, "talk", client_request_id="held-1") as stream:
+        with anyio.fail_after(STOP_TIMEOUT_S):
+            last = await stream.read_to_end()
+    assert outcome(last) == ("run_finished", "cancelled", "user")
+    assert stream.text == ""
+
+
+@pytest.mark.redis
 async def test_stop_with_wait_on_the_other_worker_answers_once_stored_terminal(
     pair: tuple[Worker, Worker],
 ) -> None:

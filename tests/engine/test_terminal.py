@@ -169,9 +169,9 @@ async def test_a_held_stop_only_stops_its_own_users_run(app: Tether) -> None:
     model = scripted([text("one")], [text("two")])
     app.agent("a")(lambda ctx: model.agent())
     stop = CancelRequest(reason="user", by="mallory")
-    app.engine.stop_pending("req-1", stop, user_id=UserId("mallory"))
+    await app.engine.stop_pending("req-1", stop, user_id=UserId("mallory"))
     mine = await app.start("a", "hi", user_id="alice", client_request_id="req-1")
     assert (await mine.outcome()).status == "completed"
-    app.engine.stop_pending("req-2", stop, user_id=UserId("alice"))
+    await app.engine.stop_pending("req-2", stop, user_id=UserId("alice"))
     held = await app.start("a", "hi", user_id="alice", client_request_id="req-2")
     assert (await held.outcome()).status == "cancelled"

@@ -20,7 +20,15 @@ from tether.storage.tables import Base
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-TABLES = ["alembic_version", "messages", "run_events", "runs", "sessions", "tool_calls"]
+TABLES = [
+    "alembic_version",
+    "held_stops",
+    "messages",
+    "run_events",
+    "runs",
+    "sessions",
+    "tool_calls",
+]
 
 
 async def on_connection(database: Database, inspect_with: Callable[[Connection], T]) -> T:

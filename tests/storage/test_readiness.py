@@ -30,6 +30,7 @@ from tests.storage.test_db_failure import (
 )
 from tether import Settings, Tether
 from tether.http import create_app
+from tether.ids import RunId
 from tether.storage.migrate import upgrade_database
 from tether.storage.sql import SqlStore
 
@@ -125,3 +126,88 @@ async def test_readyz_fails_while_this_workers_sqlite_writes_fail(tmp_path: Path
                 await run.outcome()
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_an_outage_is_answered_within_a_second_and_a_stop_still_lands(
+    request: pytest.FixtureRequest,
+) -> None:
+    """No probe first: the very first requests after the cut learn of it within a second."""
+    url = make_url(await postgres_url(request.config))
+    async with (
+        postgres_schema(request.config) as database,
+        proxy_to(url.host or "127.0.0.1", url.port or 5432) as proxy,
+    ):
+        await upgrade_database(database.url, schema=database.schema)
+        proxied = url.set(host="127.0.0.1", port=proxy.port)
+        store = SqlStore.open(proxied.render_as_string(hide_password=False), schema=database.schema)
+        tether_app = Tether(store=store, settings=Settings(database_url="memory", lease_s=LEASE_S))
+        talker = Talker()
+        tether_app.agent("talker")(lambda ctx: talker.agent())
+        try:
+            async with client_of(tether_app) as client:
+                run = await tether_app.start("talker", "talk")
+                proxy.cut()
+                with anyio.fail_after(PROMPT_S):
+                    stopped = await client.post(f"/runs/{run.run_id}/cancel")
+                assert stopped.status_code == 200, stopped.text
+                # Ended here at once; its ending is stored once the database is back.
+                assert (stopped.json()["accepted"], stopped.json()["status"]) == (True, "cancelled")
+                with anyio.fail_after(PROMPT_S):
+                    started = await client.post("/agents/talker/runs", json={"message": "hi"})
+                assert_unavailable(started)
+                assert_unavailable(await get_within(client, f"/runs/{run.run_id}x"))
+                assert_unavailable(await get_within(client, "/agents/talker/sessions"))
+                proxy.restore()
+                with anyio.fail_after(STORAGE_FAILURE_TIMEOUT_S):
+                    assert (await run.outcome()).status == "cancelled"
+                stored = await store.get_run(RunId(run.run_id))
+                assert stored is not None
+                assert (stored.status, stored.reason) == ("cancelled", "user")
+        finally:
+            await store.close()
+
+
+async def test_a_locked_sqlite_refuses_new_runs_at_once_and_a_stop_still_lands(
+    tmp_path: Path,
+) -> None:
+    """Writes blocked by another process's lock: the stop answers at once, starts get 503."""
+    path = tmp_path / "tether.db"
+    await upgrade_database(f"sqlite+aiosqlite:///{path}")
+    store = SqlStore.open(f"sqlite+aiosqlite:///{path}")  # the full retry budget (10 s)
+    settings = Settings(
+        database_url="memory",
+        flush_interval_s=FLUSH_INTERVAL_S,
+        storage_give_up_s=3600.0,
+        lease_s=LEASE_S,
+    )
+    tether_app = Tether(store=store, settings=settings)
+    talker = Talker()
+    tether_app.agent("talker")(lambda ctx: talker.agent())
+    try:
+        async with client_of(tether_app) as client:
+            run = await tether_app.start("talker", "talk")
+            async with exclusive_lock(path):
+                with anyio.fail_after(PROMPT_S):
+                    stopped = await client.post(f"/runs/{run.run_id}/cancel")
+                assert (stopped.json()["accepted"], stopped.json()["status"]) == (True, "cancelled")
+                # Its ending can't be written: the worker knows within about a second.
+                await eventually(lambda: is_unready(client), timeout_s=STORAGE_FAILURE_TIMEOUT_S)
+                with anyio.fail_after(PROMPT_S):
+                    started = await client.post("/agents/talker/runs", json={"message": "hi"})
+                assert_unavailable(started)
+                # Reads pass the lock (WAL): the run reads back as it ended.
+                read = await get_within(client, f"/runs/{run.run_id}")
+                assert read.json()["status"] == "cancelled"
+            with anyio.fail_after(STORAGE_FAILURE_TIMEOUT_S):
+                await run.settled()  # its ending is stored
+            stored = await store.get_run(RunId(run.run_id))
+            assert stored is not None
+            assert stored.cancel is not None
+            assert stored.status == "cancelled"
+    finally:
+        await store.close()
+
+
+async def is_unready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 503

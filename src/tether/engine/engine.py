@@ -35,7 +35,7 @@ from tether.engine.registry import AgentSpec
 from tether.engine.run import Resumption, Run, RunOutcome
 from tether.engine.stopping import CancelResult, Stopper
 from tether.engine.titles import Titler, title_from
-from tether.errors import Conflict, NotFound, UsageError
+from tether.errors import Conflict, NotFound, StorageError, UsageError
 from tether.events import TERMINAL_STATUSES, StopAction, StopMode, StopReason, ToolDecision
 from tether.ids import MessageId, RunId, SessionId, UserId, new_id
 from tether.records import CancelRequest, MessageRecord, RunRecord, SessionRecord, utcnow
@@ -104,6 +104,7 @@ class Engine:
             event_bus=event_bus,
             runs=self.runs,
             worker_id=config.worker_id,
+            task_group=task_group,
         )
 
     # --- starting ------------------------------------------------------------------------
@@ -129,7 +130,11 @@ class Engine:
             UsageError: unknown or unavailable agent, or invalid context.
             NotFound: no such session for this user.
             Conflict: the session is busy (``if_busy``).
+            StorageError: this worker's writes are failing (refused at once, not after the
+                store's retries: a run it can't store would fail anyway), or the store failed.
         """
+        if self.recorder.is_failing and parent is None:
+            raise StorageError("this worker's writes to the database are failing")
         # A child run is part of a run already admitted: refusing it would fail its parent's tool
         # call, not shed load.
         admitted = self.admission.slot() if parent is None else contextlib.nullcontext()
@@ -205,9 +210,12 @@ class Engine:
         run = self._driver.new_run(record, spec, limits)
         if parent is not None:
             parent.child_started(run, call_id)
-        early = self._stopper.take_early_stop(client_request_id, session_id, user_id)
-        if early is not None:
-            run.stop(early)
+        # After the run is stored: a stop held meanwhile is either taken here or finds the run
+        # (``stop_pending``'s caller looks again). A new session's id was unknown to everyone.
+        if client_request_id is not None or new_session is None:
+            early = await self._stopper.take_early_stop(client_request_id, session_id, user_id)
+            if early is not None:
+                run.stop(early)
         ctx = AgentContext(
             run_id=run_id,
             session_id=session_id,
@@ -465,13 +473,20 @@ class Engine:
         request = CancelRequest(reason=reason, mode=mode, action=action, by=by)
         return await self._stopper.cancel(run_id, request, wait=wait)
 
-    def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
+    async def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
         """Stop the run ``user_id`` is about to create for ``key`` (session or request id).
 
-        Held for ``EARLY_STOP_TTL_S``: a stop pressed before the client knew the run id still
-        wins, while a stray second click can't stop a run started much later.
+        Held in the store for ``EARLY_STOP_TTL_S``, for whichever worker starts the run: a
+        stop pressed before the client knew the run id still wins, while a stray second click
+        can't stop a run started much later. A run created while this was being held may have
+        missed it: the caller looks for that run again, and takes the stop back
+        (``take_pending``) to deliver it.
         """
-        self._stopper.stop_pending(key, request, user_id=user_id)
+        await self._stopper.stop_pending(key, request, user_id=user_id)
+
+    async def take_pending(self, key: str, *, user_id: UserId) -> CancelRequest | None:
+        """Take back the stop ``user_id`` holds under ``key``; None if a run took it first."""
+        return await self.store.take_held_stop(user_id, [key], now=utcnow())
 
     async def end_paused(self, record: RunRecord, request: CancelRequest) -> RunRecord:
         """End a paused run ``cancelled`` for ``request``; return the run as it now is.

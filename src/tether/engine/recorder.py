@@ -35,6 +35,10 @@ HANG_FACTOR = 2
 (busy timeout, retry budget, connect timeout) failed to end it."""
 
 
+SLOW_WRITE_S = 1.0
+"""A write in flight this long makes the worker count as failing (``is_failing``): it refuses
+new runs and says it is not ready at once, while the write goes on (issue #15)."""
+
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
 """Backoff between a finished run's attempts to store its ending."""
@@ -276,6 +280,8 @@ class Recorder:
         if self._stored_through is None:
             return 0.0
         return max(0.0, anyio.current_time() - self._stored_through)
+        self._is_slow = False
+        """A write has been in flight for over ``SLOW_WRITE_S``."""
 
     @property
     def give_up_s(self) -> float:
@@ -290,8 +296,11 @@ class Recorder:
 
     @property
     def is_failing(self) -> bool:
-        """This process's writes are failing for want of a store (retried, not yet landed)."""
-        return self._failing_since is not None
+        """This process's writes are failing (retried, not landed) or one is slow.
+
+        Slow: in flight for over ``SLOW_WRITE_S``.
+        """
+        return self._failing_since is not None or self._is_slow
 
     def wake(self) -> None:
         """Flush soon (tool boundaries): the flusher runs now instead of at the next tick."""
@@ -318,13 +327,16 @@ class Recorder:
                     watch.start_soon(self._fail_if_slow, anyio.current_time())
                     await self.flush()
                     watch.cancel_scope.cancel()
+            self._is_slow = False
             if bound.cancelled_caught:
                 hung = StorageError(f"a storage write hung for over {self._hang_s:g} s")
                 self._note_failure(list(self._buffers.values()), hung)
 
     async def _fail_if_slow(self, started_at: float) -> None:
         """A write in flight for ``give_up_s`` is a failing store: its runs are told now."""
-        await anyio.sleep(self._give_up_s)
+        await anyio.sleep(min(SLOW_WRITE_S, self._give_up_s))
+        self._is_slow = True
+        await anyio.sleep(max(0.0, self._give_up_s - SLOW_WRITE_S))
         if self._failing_since is None or self._failing_since > started_at:
             self._failing_since = started_at
         slow = StorageError(f"a storage write has taken over {self._give_up_s:g} s")

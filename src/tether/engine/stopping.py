@@ -5,16 +5,19 @@ records the intent durably; a run owned by another worker gets the intent writte
 first and then pushed over the cancel bus, and its owner's heartbeat also reads the row, so a
 lost push still stops it. A paused run is owned by nobody: its end is written to the store
 directly (``engine/approvals.py``), by ``cancel`` or, once its approval deadline passed, by
-``expire_paused``. A stop pressed before the client knew the run id is held for a few seconds
-(``stop_pending``) and taken by the run it was meant for when that run starts.
+``expire_paused``. A stop pressed before the client knew the run id is held in the store for a
+few seconds (``stop_pending``), per user, and taken by the run it was meant for when that run
+starts, on whichever worker.
 """
 
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from tether.bus.base import CancelBus, EventBus
 from tether.engine import approvals
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 REMOTE_ACCEPT_WAIT_S = 2.0
 """How long a cancel of a run driven elsewhere waits for its ending to say who stopped it."""
+
+NOTE_WAIT_S = 0.5
+"""How long a cancel of a run held here waits for its durable note before it answers."""
 
 EARLY_STOP_TTL_S = 10.0
 """How long ``stop_pending`` holds a stop: a stop pressed before the client knew the run id
@@ -57,6 +63,7 @@ class Stopper:
         event_bus: EventBus,
         runs: Mapping[RunId, Run],
         worker_id: str,
+        task_group: TaskGroup,
     ) -> None:
         self._store = store
         self._cancel_bus = cancel_bus
@@ -64,8 +71,8 @@ class Stopper:
         self._runs = runs
         """The engine's table of the runs held here (read only)."""
         self._worker_id = worker_id
-        self._early_stops: dict[tuple[UserId, str], tuple[CancelRequest, float]] = {}
-        """Held stops by user and key: one user can neither take nor replace another's."""
+        self._task_group = task_group
+        """The engine's: durable notes of stops outlive the request that made them."""
 
     async def cancel(self, run_id: RunId, request: CancelRequest, *, wait: bool) -> CancelResult:
         accepted = False
@@ -75,11 +82,11 @@ class Stopper:
         if run is not None:
             accepted = run.stop(request)
             if not run.is_finished:
-                # It goes on for a while (``after_turn``): note the intent durably now. A run
-                # that ended at once is not noted here: its ending, being written, records the
-                # stop, and a note written first would delay that write (issue #13, stop
-                # latency: SQLite takes one writer at a time).
-                await self._note_stop(run, request)
+                # It goes on for a while (``after_turn``): note the intent durably. A run that
+                # ended at once is not noted: its ending, being written, records the stop, and a
+                # note written first would delay that write (issue #13, stop latency: SQLite
+                # takes one writer at a time).
+                await self._note_briefly(run_id, run.token.request or request)
             # A run that takes the stop ends: it can no longer pause.
             outcome = await run.wait_persisted() if wait else run.outcome
             assert not isinstance(outcome, RunPaused)
@@ -102,35 +109,47 @@ class Stopper:
                     # The intent is on the run's row, which its owner's heartbeat reads: the
                     # stop still lands, within a beat instead of at once.
                     log.warning("run %s: stop not pushed, left to the heartbeat: %s", run_id, exc)
-            accepted = await self._is_accepted_remotely(record, request)
+            record = await self._settle_remotely(record)
+            accepted = record.cancel == request
         if wait:
             record = await self.wait_terminal(run_id)
         return CancelResult(
             run_id=run_id, accepted=accepted, status=record.status, reason=record.reason
         )
 
-    async def _note_stop(self, run: Run, request: CancelRequest) -> None:
+    async def _note_briefly(self, run_id: RunId, request: CancelRequest) -> None:
         # Let the run's viewers send the stop's frames before the durable note's I/O.
         await anyio.lowlevel.checkpoint()
+        noted = anyio.Event()
+        self._task_group.start_soon(self._note, run_id, request, noted, name=f"note {run_id}")
+        # The stop has landed: the answer waits for its note only briefly (a database outage
+        # must not hold it; the run's ending records the stop anyway).
+        with anyio.move_on_after(NOTE_WAIT_S):
+            await noted.wait()
+
+    async def _note(self, run_id: RunId, request: CancelRequest, noted: anyio.Event) -> None:
+        """Record a stop that landed here durably, for other workers' cancels to read."""
         try:
             with anyio.CancelScope(shield=True):
-                await self._store.request_cancel(run.run_id, run.token.request or request)
+                await self._store.request_cancel(run_id, request)
         except StorageError as exc:
-            # The stop has landed; only its durable note is late (the run's end records it).
-            log.warning("run %s: stop recorded in memory only: %s", run.run_id, exc)
+            log.warning("run %s: stop recorded in memory only: %s", run_id, exc)
+        finally:
+            noted.set()
 
-    async def _is_accepted_remotely(self, record: RunRecord, request: CancelRequest) -> bool:
-        """Whether ``request`` is the stop the run ended with (issue #15: exactly one is).
+    async def _settle_remotely(self, record: RunRecord) -> RunRecord:
+        """The run as it ended, or as it is after a brief wait: it says which stop won.
 
         A run driven elsewhere may already have been stopped there (a disconnect, a cancel sent
-        to its worker) before our intent reached its row: its owner records the stop it ended
-        with when it finishes. So the answer waits, briefly, for that ending; a run whose owner
-        does not finish in time is judged by the intent its row holds now.
+        to its worker) before our intent reached its row: its owner writes the stop it ended
+        with over that intent, with its ending. So the answer waits, briefly, for that ending;
+        a run whose owner does not finish in time is judged by the intent its row holds now.
+        Exactly one request then finds itself on the row (issue #15).
         """
         if record.status not in TERMINAL_STATUSES:
             with anyio.move_on_after(REMOTE_ACCEPT_WAIT_S):
                 record = await self.wait_terminal(record.run_id)
-        return record.cancel == request
+        return record
 
     async def end_paused(self, record: RunRecord, request: CancelRequest) -> RunRecord:
         messages = await self._store.run_messages(record.run_id)
@@ -154,24 +173,24 @@ class Stopper:
                 ended.append(now)
         return ended
 
-    def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
-        now = anyio.current_time()
-        self._early_stops = {
-            k: held for k, held in self._early_stops.items() if now - held[1] < EARLY_STOP_TTL_S
-        }
-        self._early_stops[(user_id, key)] = (request, now)
+    async def stop_pending(self, key: str, request: CancelRequest, *, user_id: UserId) -> None:
+        """Hold ``request`` in the store, so the run is stopped whichever worker starts it."""
+        held_until = request.requested_at + timedelta(seconds=EARLY_STOP_TTL_S)
+        await self._store.hold_stop(user_id, key, request, held_until=held_until)
 
-    def take_early_stop(
+    async def take_early_stop(
         self, client_request_id: str | None, session_id: SessionId, user_id: UserId
     ) -> CancelRequest | None:
-        """The stop held for a run ``user_id`` starts now, if any (it is held no longer)."""
-        found: CancelRequest | None = None
-        now = anyio.current_time()
-        for key in (client_request_id, session_id):
-            held = self._early_stops.pop((user_id, key), None) if key else None
-            if held is not None and now - held[1] < EARLY_STOP_TTL_S:
-                found = found or held[0]
-        return found
+        """The stop held for a run ``user_id`` starts now, if any (it is held no longer).
+
+        A store that fails here costs the held stop only: the run starts, and is logged.
+        """
+        keys = [key for key in (client_request_id, session_id) if key]
+        try:
+            return await self._store.take_held_stop(user_id, keys, now=utcnow())
+        except StorageError as exc:
+            log.warning("session %s: held stops not read: %s", session_id, exc)
+            return None
 
     async def wait_terminal(self, run_id: RunId) -> RunRecord:
         if (run := self._runs.get(run_id)) is not None:

@@ -27,6 +27,7 @@ from tether.http.agui import agui_router
 from tether.http.ai_sdk_chat import ai_sdk_router
 from tether.http.auth import Authenticator, parse_api_keys
 from tether.http.health import health_router
+from tether.http.limits import HeaderLimit
 from tether.http.metrics import CONTENT_TYPE
 from tether.http.openai_chat import openai_router
 from tether.http.problems import TextSafeJSONResponse, problem_responses
@@ -74,12 +75,13 @@ def create_app(
         version=_version(),
         summary="Run, stream and stop LLM agent runs.",
         lifespan=lifespan,
-        responses=problem_responses(400, 401, 403, 422, 503),
+        responses=problem_responses(400, 401, 403, 422, 431, 503),
         default_response_class=TextSafeJSONResponse,
         docs_url=None if has_docs else "/docs",
         redoc_url=None if has_docs else "/redoc",
     )
     problems.install(app)
+    app.add_middleware(HeaderLimit)
     if has_docs:
         mount_docs(app, docs_assets)
     app.include_router(runs_router(state, authenticate))

@@ -152,6 +152,7 @@ def chat_stream(
 async def cancel_for_disconnect(state: HttpState, handle: RunHandle, *, user: UserId) -> None:
     """Cancel a run whose (non-streaming) client left, as a streaming disconnect does."""
     requested_at = time.perf_counter()
+    driven = state.engine.runs.get(handle.run_id)
     result = await state.tether.cancel(handle.run_id, reason="disconnect", by=user)
     if result.accepted:
-        state.time_stop(handle.run_id, reason="disconnect", requested_at=requested_at)
+        state.time_stop(driven, reason="disconnect", requested_at=requested_at)

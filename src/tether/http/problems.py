@@ -62,6 +62,7 @@ _SLUGS: Final[Mapping[int, str]] = {
     405: "method-not-allowed",
     409: "conflict",
     422: "invalid-request",
+    431: "headers-too-large",
     500: "internal-error",
     503: "unavailable",
 }
@@ -73,6 +74,7 @@ _TITLES: Final[Mapping[int, str]] = {
     405: "Method not allowed",
     409: "Conflict",
     422: "Invalid request",
+    431: "Request headers too large",
     500: "Internal error",
     502: "Model provider failed",
     503: "Service unavailable",

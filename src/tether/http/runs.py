@@ -9,12 +9,14 @@ before the stop lands on a run this process drives.
 """
 
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
 import anyio
 import anyio.lowlevel
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
+from pydantic import WithJsonSchema
 from sse_starlette import EventSourceResponse
 
 from tether.app import RunHandle
@@ -70,6 +72,40 @@ _SSE_DOC: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
+def _link(path: str, method: str, **parameters: str) -> dict[str, Any]:
+    return {"operationRef": f"#/paths/{path.replace('/', '~1')}/{method}", "parameters": parameters}
+
+
+_RUN_ID: Final = "$response.header.X-Run-Id"
+_SESSION_ID: Final = "$response.header.X-Session-Id"
+_STARTED_DOC: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        **_SSE_DOC[200],
+        "headers": {
+            "Location": {
+                "description": "The new run: `/runs/{run_id}`.",
+                "schema": {"type": "string"},
+            },
+            "X-Run-Id": {"description": "The new run's id.", "schema": {"type": "string"}},
+            "X-Session-Id": {
+                "description": "The run's session (new unless `session_id` was given).",
+                "schema": {"type": "string"},
+            },
+        },
+        "links": {
+            "GetRun": _link("/runs/{run_id}", "get", run_id=_RUN_ID),
+            "RunEvents": _link("/runs/{run_id}/events", "get", run_id=_RUN_ID),
+            "CancelRun": _link("/runs/{run_id}/cancel", "post", run_id=_RUN_ID),
+            "ResumeRun": _link("/runs/{run_id}/resume", "post", run_id=_RUN_ID),
+            "GetSession": _link("/sessions/{session_id}", "get", session_id=_SESSION_ID),
+            "RenameSession": _link("/sessions/{session_id}", "patch", session_id=_SESSION_ID),
+            "DeleteSession": _link("/sessions/{session_id}", "delete", session_id=_SESSION_ID),
+            "CancelSession": _link("/sessions/{session_id}/cancel", "post", session_id=_SESSION_ID),
+        },
+    }
+}
+
+
 def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     """The run routes: start, resume, cancel, read, and replay events."""
     user_dep = Depends(authenticate)
@@ -78,12 +114,14 @@ def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
     @router.post(
         "/agents/{agent}/runs",
         response_class=EventSourceResponse,
-        responses={**_SSE_DOC, **problem_responses(404, 409)},
+        responses={**_STARTED_DOC, **problem_responses(404, 409)},
     )
     async def start_run(
         agent: AgentName, body: StartRunIn, user: Annotated[UserId, user_dep]
     ) -> EventSourceResponse:
         """Start a run and stream its events, from `run_started` to `run_finished`.
+
+        The run's id is in `X-Run-Id` and `Location`, its session's in `X-Session-Id`.
 
         A run that calls a tool needing approval pauses: its stream ends with `run_paused`.
         """
@@ -146,7 +184,10 @@ def runs_router(state: HttpState, authenticate: Authenticator) -> APIRouter:
         user: Annotated[UserId, user_dep],
         after: Annotated[int | None, Query(ge=-1, le=MAX_SEQ)] = None,
         last_event_id: Annotated[
-            str | None, Header(max_length=19, pattern=LAST_EVENT_ID_PATTERN)
+            str | None,
+            Header(max_length=19, pattern=LAST_EVENT_ID_PATTERN),
+            # Deliberate: an absent header is None; a header is never sent as JSON null.
+            WithJsonSchema({"type": "string", "maxLength": 19, "pattern": LAST_EVENT_ID_PATTERN}),
         ] = None,
     ) -> Response:
         """Replay a run's events after `Last-Event-ID` (or `?after=`), then follow it live.
@@ -179,7 +220,13 @@ async def _start_run(
         client_request_id=body.client_request_id,
     )
     state.track(handle, user=user, client_request_id=body.client_request_id)
-    return _handle_stream(state, handle, user=user, on_disconnect=body.on_disconnect)
+    return _handle_stream(
+        state,
+        handle,
+        user=user,
+        on_disconnect=body.on_disconnect,
+        headers={"Location": f"/runs/{handle.run_id}"},
+    )
 
 
 async def _resume_run(
@@ -201,6 +248,7 @@ def _handle_stream(
     *,
     user: UserId,
     on_disconnect: Literal["cancel", "continue"],
+    headers: Mapping[str, str] | None = None,
 ) -> EventSourceResponse:
     """The stream of a run this process just started or resumed, from its first event."""
     cancel_on_disconnect = state.disconnect_canceller(handle, user=user)
@@ -209,7 +257,7 @@ def _handle_stream(
         metrics=state.metrics,
         on_shutdown=state.stop_for_shutdown,
         on_gone=cancel_on_disconnect if on_disconnect == "cancel" else None,
-        headers={"X-Run-Id": handle.run_id, "X-Session-Id": handle.session_id},
+        headers={"X-Run-Id": handle.run_id, "X-Session-Id": handle.session_id, **(headers or {})},
     )
 
 
@@ -217,12 +265,12 @@ async def _cancel_run(
     state: HttpState, run_id: str, *, body: CancelRunIn, user: UserId
 ) -> CancelRunOut:
     requested_at = time.perf_counter()
-    await state.run_of(run_id, user)
+    driven = await state.run_of(run_id, user)
     result = await state.tether.cancel(
         run_id, reason=body.reason, mode=body.mode, action=body.action, by=user
     )
     if result.accepted:
-        state.time_stop(result.run_id, reason=body.reason, requested_at=requested_at)
+        state.time_stop(driven, reason=body.reason, requested_at=requested_at)
     # Deliberate: let the run's streams send the frames the stop produced before this answer
     # is built and sent; the stop's own latency is what the user feels, not the answer's.
     await anyio.lowlevel.checkpoint()

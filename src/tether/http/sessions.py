@@ -245,16 +245,28 @@ async def _cancel_session(
     if (session is not None and session.user_id != user) or (session is None and not request_id):
         raise NotFound(f"no session {session_id}", session_id=session_id)
     run_id = await _target(state, session, request_id=request_id, user=user)
+    request = CancelRequest(reason="user", by=user)
     if run_id is None:
         # Deliberate: held under one key only, the request id if there is one, so a leftover
         # session-keyed stop can't hit a later run of the session.
-        engine.stop_pending(
-            request_id or session_id, CancelRequest(reason="user", by=user), user_id=user
-        )
-        return CancelSessionOut(session_id=session_id, run_id=None, accepted=True, status=None)
+        key = request_id or session_id
+        await engine.stop_pending(key, request, user_id=user)
+        # The run may have been stored meanwhile (on any worker) and looked for held stops
+        # before this one was: look again, and deliver the stop if it is still held.
+        run_id = await _target(state, session, request_id=request_id, user=user)
+        if run_id is None:
+            return CancelSessionOut(session_id=session_id, run_id=None, accepted=True, status=None)
+        if await engine.take_pending(key, user_id=user) is None:
+            # The run took it when it started: this request is the stop it got.
+            found = await engine.store.get_run(run_id)
+            status = found.status if found is not None else None
+            return CancelSessionOut(
+                session_id=session_id, run_id=run_id, accepted=True, status=status
+            )
+    driven = engine.runs.get(run_id)
     result = await state.tether.cancel(run_id, reason="user", by=user)
     if result.accepted:
-        state.time_stop(run_id, reason="user", requested_at=requested_at)
+        state.time_stop(driven, reason="user", requested_at=requested_at)
     return CancelSessionOut(
         session_id=session_id, run_id=run_id, accepted=result.accepted, status=result.status
     )
@@ -268,11 +280,8 @@ async def _target(
     if request_id is not None:
         if (known := state.runs_by_request.get((user, request_id))) is not None:
             return known
-        if session is not None:
-            for run in reversed(await store.session_runs(session.session_id)):
-                if run.client_request_id == request_id:
-                    return run.run_id
-        return None
+        found = await store.request_runs(user, request_id)  # started on any worker
+        return found[-1].run_id if found else None
     assert session is not None
     active = await store.active_run(session.session_id)
     return active.run_id if active is not None else None

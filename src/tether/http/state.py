@@ -148,9 +148,13 @@ class HttpState:
             self.runs_by_request[(user, client_request_id)] = handle.run_id
         self._tg.start_soon(self._watch_run, handle, client_request_id, user)
 
-    def time_stop(self, run_id: RunId, *, reason: str, requested_at: float) -> None:
-        """Time the stop of a run this process drives, from ``requested_at`` (perf_counter)."""
-        if self._tg is None or (run := self.tether.engine.runs.get(run_id)) is None:
+    def time_stop(self, run: Run | None, *, reason: str, requested_at: float) -> None:
+        """Time the stop of ``run``, driven here, from ``requested_at`` (perf_counter).
+
+        ``run`` is looked up before the stop (it may be let go of meanwhile); None: it is
+        driven elsewhere, and not timed.
+        """
+        if self._tg is None or run is None:
             return
         if run.outcome is not None:  # the stop ended the run on the spot
             self._observe_stop(reason, requested_at)
@@ -174,7 +178,7 @@ class HttpState:
             requested_at = time.perf_counter()
             result = await self.tether.cancel(handle.run_id, reason="disconnect", by=user)
             if result.accepted:
-                self.time_stop(handle.run_id, reason="disconnect", requested_at=requested_at)
+                self.time_stop(run, reason="disconnect", requested_at=requested_at)
 
         return cancel_on_disconnect
 

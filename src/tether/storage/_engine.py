@@ -120,6 +120,16 @@ def is_transient(exc: Exception) -> bool:
     )
 
 
+def is_unreachable(exc: Exception) -> bool:
+    """The database could not be reached or dropped the connection (not a busy or lock error)."""
+    if isinstance(exc, OSError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return exc.connection_invalidated or (isinstance(sqlstate, str) and sqlstate.startswith("08"))
+
+
 def is_rejected_data(exc: Exception) -> bool:
     """The database (or its driver) refused a value itself: it would refuse it again."""
     if isinstance(exc, DataError | UnicodeError):
@@ -144,9 +154,13 @@ async def run_unit(
     work: Callable[[AsyncSession], Awaitable[_T]],
     *,
     retry_budget_s: float,
+    unreachable_budget_s: float | None = None,
     is_idempotent: bool = True,
 ) -> _T:
     """Run ``work`` in one session and transaction, retrying transient failures.
+
+    ``unreachable_budget_s``: once the database proves unreachable (not merely busy), the
+    retries stop this long after the start instead (a caller learns of an outage at once).
 
     Raises:
         StorageError: a transient failure outlasted the retry budget, or struck the commit
@@ -154,7 +168,8 @@ async def run_unit(
         StorageRejected: the database refused a value of the unit (never retried).
         IntegrityError: the unit broke a constraint (never retried; the caller interprets it).
     """
-    deadline = anyio.current_time() + retry_budget_s
+    started_at = anyio.current_time()
+    deadline = started_at + retry_budget_s
     backoff_s = _FIRST_BACKOFF_S
     while True:
         is_committing = False
@@ -175,6 +190,8 @@ async def run_unit(
                 raise StorageError(f"database error: {describe(exc)}") from exc
             if is_committing and not is_idempotent:
                 raise StorageError(f"database failed during commit: {describe(exc)}") from exc
+            if unreachable_budget_s is not None and is_unreachable(exc):
+                deadline = min(deadline, started_at + unreachable_budget_s)
             delay_s = backoff_s * random.uniform(0.5, 1.0)
             if anyio.current_time() + delay_s > deadline:
                 raise StorageError(

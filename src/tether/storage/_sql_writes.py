@@ -74,11 +74,14 @@ async def write_batch(
 
 
 async def _end(db: AsyncSession, run_id: RunId, ending: Ending) -> None:
-    """The CAS active -> terminal, with the stop that caused it (if the row has none yet).
+    """The CAS active -> terminal, with the stop that caused it.
 
-    One statement: the final write is what a stopped run's terminal event waits for. A run that
-    is no longer active (recovery ended it) keeps its ending; the terminal event this batch
-    carried was then dropped by the one-terminal index.
+    One statement: the final write is what a stopped run's terminal event waits for. The stop
+    the run ended with (``finish.cancel``, decided by its owner) replaces an intent that reached
+    the row first but lost, so the stored cancel fields agree with the ending and a remote
+    canceller reads that it was not the one (issue #15). A run that is no longer active
+    (recovery ended it) keeps its ending; the terminal event this batch carried was then
+    dropped by the one-terminal index.
     """
     finish = ending.finish
     values: dict[str, Any] = {
@@ -89,11 +92,13 @@ async def _end(db: AsyncSession, run_id: RunId, ending: Ending) -> None:
         "lease_expires_at": None,
         **RunRow.usage_values(finish.usage),
     }
-    if ending.cancel is not None:
+    if ending.cancel is not None:  # an intent: recorded only if the row has none yet
         has_no_stop = RunRow.cancel_requested_at.is_(None)
         for key, value in RunRow.cancel_values(ending.cancel).items():
             column = getattr(RunRow, key)
             values[key] = case((has_no_stop, literal(value, column.type)), else_=column)
+    if finish.cancel is not None:  # the stop it ended with: replaces a losing intent
+        values |= RunRow.cancel_values(finish.cancel)
     await db.execute(
         update(RunRow)
         .where(RunRow.run_id == run_id, RunRow.status.in_(ACTIVE_STATUSES))

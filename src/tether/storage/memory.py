@@ -44,6 +44,7 @@ class MemoryStore:
         self._tool_calls: dict[tuple[RunId, str], ToolCallRecord] = {}
         self._events: dict[RunId, dict[int, StoredEvent]] = {}
         self._discarded: set[RunId] = set()
+        self._held: dict[tuple[UserId, str], tuple[CancelRequest, datetime]] = {}
 
     async def create_session(self, session: SessionRecord) -> None:
         self._sessions[session.session_id] = session
@@ -152,6 +153,16 @@ class MemoryStore:
 
     async def child_runs(self, run_id: RunId) -> list[RunRecord]:
         return [r for r in self._runs.values() if r.parent_run_id == run_id]
+
+    async def request_runs(self, user_id: UserId, client_request_id: str) -> list[RunRecord]:
+        return sorted(
+            (
+                r
+                for r in self._runs.values()
+                if r.user_id == user_id and r.client_request_id == client_request_id
+            ),
+            key=lambda r: (r.started_at, r.run_id),
+        )
 
     async def session_runs(self, session_id: SessionId) -> list[RunRecord]:
         return sorted(
@@ -340,6 +351,20 @@ class MemoryStore:
         if (run := self._runs.get(run_id)) is None:
             return []
         return [m for m in self._session_messages(run.session_id) if m.run_id == run_id]
+
+    async def hold_stop(
+        self, user_id: UserId, key: str, request: CancelRequest, *, held_until: datetime
+    ) -> None:
+        now = request.requested_at
+        self._held = {k: held for k, held in self._held.items() if held[1] >= now}
+        self._held[user_id, key] = (request, held_until)
+
+    async def take_held_stop(
+        self, user_id: UserId, keys: Sequence[str], *, now: datetime
+    ) -> CancelRequest | None:
+        taken = [held for key in keys if (held := self._held.pop((user_id, key), None))]
+        alive = [request for request, until in taken if until >= now]
+        return min(alive, key=lambda r: r.requested_at, default=None)
 
     async def write(self, batch: WriteBatch) -> None:
         for message in batch.messages:

@@ -46,6 +46,7 @@ from tether.records import (
     SessionRecord,
     utcnow,
 )
+from tether.storage import _sql_held as _held
 from tether.storage import _sql_reads as _reads
 from tether.storage import _sql_recovery as _recovery
 from tether.storage import _sql_runs as _runs
@@ -59,7 +60,9 @@ __all__ = ["DEFAULT_RETRY_BUDGET_S", "WRITE_OPTION", "SqlStore", "open_engine"]
 
 _CREATE_RUN_ATTEMPTS: Final = 3
 FAILING_RETRY_BUDGET_S: Final = 0.5
-"""How long a unit retries while the database is known to be failing (see ``is_failing``)."""
+"""How long a unit retries while the database is known to be failing (see ``is_failing``), or
+once it finds the database unreachable: an outage answers 503 within a second, not after the
+full budget (issue #15). A busy or locked database still gets the full budget."""
 _T = TypeVar("_T")
 _Row = TypeVar("_Row", bound=Base)
 
@@ -231,6 +234,12 @@ class SqlStore:
         # Deliberate: a replay after a commit that did succeed would answer NotFound.
         return await self._unit(work, is_write=True, is_idempotent=False)
 
+    async def request_runs(self, user_id: UserId, client_request_id: str) -> list[RunRecord]:
+        stmt = select(RunRow).where(
+            RunRow.user_id == user_id, RunRow.client_request_id == client_request_id
+        )
+        return await self._select_runs(stmt)
+
     async def _select_runs(self, stmt: Select[RunRow]) -> list[RunRecord]:
         ordered = stmt.order_by(RunRow.started_at, RunRow.run_id)
         return [r.to_record() for r in await self._scalars(ordered)]
@@ -369,6 +378,33 @@ class SqlStore:
     async def last_seq(self, run_id: RunId) -> int:
         return await self._unit(partial(_writes.last_seq, run_id=run_id))
 
+    # Stops held before their run exists
+
+    async def hold_stop(
+        self, user_id: UserId, key: str, request: CancelRequest, *, held_until: datetime
+    ) -> None:
+        work = partial(
+            _held.hold,
+            user_id=user_id,
+            key=key,
+            request=request,
+            held_until=held_until,
+            insert=self._insert,
+        )
+        await self._unit(work, is_write=True)
+
+    async def take_held_stop(
+        self, user_id: UserId, keys: Sequence[str], *, now: datetime
+    ) -> CancelRequest | None:
+        where = _held.held(user_id, keys, now)
+        # A read first: nearly every run has no held stop, and a read takes no write lock.
+        if not await self._unit(partial(_held.is_held, where=where)):
+            return None
+        # Deliberate: a replay after a commit that did succeed would find nothing.
+        return await self._unit(
+            partial(_held.take, where=where), is_write=True, is_idempotent=False
+        )
+
     # Messages, events and history
 
     async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
@@ -438,8 +474,9 @@ class SqlStore:
         ``is_urgent``: a write a client waits on to begin (creating a run or a session); on
         SQLite it takes the writer before queued ordinary writes.
 
-        While the database is failing, retries stop after ``FAILING_RETRY_BUDGET_S``: callers
-        learn of an outage at once, not after the full budget each.
+        While the database is failing, or once this unit finds it unreachable, retries stop
+        after ``FAILING_RETRY_BUDGET_S``: callers learn of an outage at once, not after the full
+        budget each.
 
         Raises:
             StorageError: a transient failure outlasted the retry budget, or struck the commit
@@ -449,16 +486,20 @@ class SqlStore:
         if self._failing_since is not None:
             budget_s = min(budget_s, FAILING_RETRY_BUDGET_S)
         sessions = self._write if is_write else self._read
+        unit = partial(
+            run_unit,
+            sessions,
+            work,
+            retry_budget_s=budget_s,
+            unreachable_budget_s=min(budget_s, FAILING_RETRY_BUDGET_S),
+            is_idempotent=is_idempotent,
+        )
         try:
             if is_write and self._writers is not None:
                 async with self._writers.turn(is_urgent=is_urgent):
-                    result = await run_unit(
-                        sessions, work, retry_budget_s=budget_s, is_idempotent=is_idempotent
-                    )
+                    result = await unit()
             else:
-                result = await run_unit(
-                    sessions, work, retry_budget_s=budget_s, is_idempotent=is_idempotent
-                )
+                result = await unit()
         except StorageRejected:
             raise
         except StorageError:

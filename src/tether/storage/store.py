@@ -194,6 +194,10 @@ class Store(Protocol):
     async def active_run(self, session_id: SessionId) -> RunRecord | None: ...
     async def child_runs(self, run_id: RunId) -> list[RunRecord]: ...
     async def session_runs(self, session_id: SessionId) -> list[RunRecord]: ...
+    async def request_runs(self, user_id: UserId, client_request_id: str) -> list[RunRecord]:
+        """The user's runs started with ``client_request_id``, oldest first."""
+        ...
+
     async def claim_run(self, run_id: RunId, *, owner: str, lease_expires_at: datetime) -> bool:
         """Move a pending run to running under ``owner``; False if it is no longer pending."""
         ...
@@ -286,6 +290,25 @@ class Store(Protocol):
 
     async def run_messages(self, run_id: RunId) -> list[MessageRecord]:
         """One run's messages in order, with their tool calls."""
+        ...
+
+    # Stops held before their run exists
+    async def hold_stop(
+        self, user_id: UserId, key: str, request: CancelRequest, *, held_until: datetime
+    ) -> None:
+        """Hold ``request`` for the run ``user_id`` starts under ``key``, until ``held_until``.
+
+        Replaces the user's own stop held under ``key``, never another user's.
+        """
+        ...
+
+    async def take_held_stop(
+        self, user_id: UserId, keys: Sequence[str], *, now: datetime
+    ) -> CancelRequest | None:
+        """Take the user's stop held under any of ``keys`` and not expired at ``now``, if any.
+
+        Taken once: of concurrent callers, one gets it.
+        """
         ...
 
     # What the run streamed

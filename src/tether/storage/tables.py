@@ -127,6 +127,7 @@ class RunRow(Base):
         Index(None, "session_id", "started_at"),
         Index(None, "parent_run_id"),
         Index(None, "status", "lease_expires_at"),
+        Index(None, "user_id", "client_request_id"),
         # At most one active top-level run per session, even when two workers race: the loser's
         # INSERT fails and create_run turns that into Conflict.
         Index(
@@ -397,4 +398,49 @@ class RunEventRow(Base):
             "kind": event.kind,
             "payload": event.payload,
             "at": at,
+        }
+
+
+class HeldStopRow(Base):
+    """A stop sent before its run exists: held for the run its user starts under ``key``.
+
+    Keyed by user, so no one can take or replace another's; any worker may hold it and any
+    worker's new run takes it (once: the take deletes it). Kept until ``held_until``.
+    """
+
+    __tablename__ = "held_stops"
+    __table_args__ = (PrimaryKeyConstraint("user_id", "key"), Index(None, "held_until"))
+
+    user_id: Mapped[str] = mapped_column(SafeString)
+    key: Mapped[str] = mapped_column(SafeString)
+    """The run's ``client_request_id``, or its session's id."""
+    held_until: Mapped[datetime]
+    requested_at: Mapped[datetime]
+    requested_by: Mapped[str | None] = mapped_column(SafeString)
+    reason: Mapped[StopReason] = mapped_column(String)
+    mode: Mapped[StopMode] = mapped_column(String)
+    action: Mapped[StopAction] = mapped_column(String)
+
+    def to_request(self) -> CancelRequest:
+        return CancelRequest(
+            reason=self.reason,
+            mode=self.mode,
+            action=self.action,
+            by=self.requested_by,
+            requested_at=self.requested_at,
+        )
+
+    @staticmethod
+    def values(
+        user_id: UserId, key: str, request: CancelRequest, *, held_until: datetime
+    ) -> dict[str, Any]:
+        return {
+            "user_id": user_id,
+            "key": key,
+            "held_until": held_until,
+            "requested_at": request.requested_at,
+            "requested_by": request.by,
+            "reason": request.reason,
+            "mode": request.mode,
+            "action": request.action,
         }
