@@ -268,6 +268,8 @@ class Recorder:
         self._failing_since: float | None = None
         self._stored_through: float | None = None
         """When the last flush that landed took what it wrote: all buffered before is stored."""
+        self._is_slow = False
+        """A write has been in flight for over ``SLOW_WRITE_S``."""
 
     @property
     def lag_s(self) -> float:
@@ -280,8 +282,6 @@ class Recorder:
         if self._stored_through is None:
             return 0.0
         return max(0.0, anyio.current_time() - self._stored_through)
-        self._is_slow = False
-        """A write has been in flight for over ``SLOW_WRITE_S``."""
 
     @property
     def give_up_s(self) -> float:
