@@ -133,12 +133,14 @@ class Engine:
             StorageError: this worker's writes are failing (refused at once, not after the
                 store's retries: a run it can't store would fail anyway), or the store failed.
         """
-        if self.recorder.is_failing and parent is None:
-            raise StorageError("this worker's writes to the database are failing")
         # A child run is part of a run already admitted: refusing it would fail its parent's tool
         # call, not shed load.
         admitted = self.admission.slot() if parent is None else contextlib.nullcontext()
         with admitted:
+            # After admission: a worker whose writes fall behind says so (``Overloaded``) before
+            # its writes count as failing.
+            if self.recorder.is_failing and parent is None:
+                raise StorageError("this worker's writes to the database are failing")
             run = await self._start(
                 agent,
                 message,
