@@ -134,7 +134,12 @@ def tether_app(database_url: str) -> Any:
     from tether import Settings, Tether
     from tether.http import create_app
 
-    app = Tether(settings=Settings(database_url=database_url, data_dir=Path(tempfile.mkdtemp())))
+    # Deliberate: no generated titles, so figures stay comparable with the anchors (a title is
+    # one more model request after a new session's first answer).
+    settings = Settings(
+        database_url=database_url, data_dir=Path(tempfile.mkdtemp()), generate_titles=False
+    )
+    app = Tether(settings=settings)
     for name in ("fast", "paced", "burst", "talk", "tool"):
         app.agent(name)(lambda ctx, name=name: bench_agent(name))
     return create_app(app)

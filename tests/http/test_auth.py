@@ -27,6 +27,9 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PATCH", "/sessions/s", {"title": "t"}),
     ("DELETE", "/sessions/s", None),
     ("POST", "/sessions/s/cancel", {}),
+    ("GET", "/sessions", None),
+    ("GET", "/sessions/s/events", None),
+    ("POST", "/sessions/s/rollback", {"run_id": "r"}),
     ("GET", "/metrics", None),
 ]
 
@@ -88,6 +91,8 @@ async def test_another_users_runs_and_sessions_are_not_found_on_every_route(
             ("DELETE", f"/sessions/{session}", None),
             ("POST", f"/sessions/{session}/cancel", {}),
             ("POST", f"/sessions/{session}/cancel", {"client_request_id": "c"}),
+            ("GET", f"/sessions/{session}/events", None),
+            ("POST", f"/sessions/{session}/rollback", {"run_id": finished["run_id"]}),
         ]
         for method, path, request_body in requests:
             response = await keyed_client.request(method, path, json=request_body, headers=BOB)
@@ -95,6 +100,8 @@ async def test_another_users_runs_and_sessions_are_not_found_on_every_route(
             assert response.headers["content-type"] == "application/problem+json"
         listed = await keyed_client.get("/agents/a/sessions", headers=BOB)
         assert listed.json() == {"sessions": [], "next_before": None}
+        everything = await keyed_client.get("/sessions", headers=BOB)
+        assert everything.json() == {"sessions": [], "next_before": None}
         # Nothing Bob did touched Alice's run or session.
         assert tether_app.engine.runs[live].outcome is None
         mine = await keyed_client.get(f"/sessions/{session}", headers=ALICE)

@@ -7,6 +7,10 @@ Making a run, the task that drives it and its final write (its end or its pause)
 ``engine/driver.py``. The stop path (a run here or on another worker, a paused run, a stop
 sent before its run exists, shutdown) lives in ``engine/stopping.py``.
 
+Sessions: the engine signals a session (``SessionSignals``, for its live feed) when a top-level
+run starts and when its end or pause is stored; once a new session's first answer is stored,
+``Titler`` writes the session's title in the background (``EngineConfig.generate_titles``).
+
 Pause path: a run that pauses is stored ``paused`` and let go (``engine/driver.py``).
 ``resume`` claims the row back (compare-and-set, so two workers can't both resume it) and
 drives it again from the store's records.
