@@ -187,11 +187,11 @@ async def test_list_sessions_hides_other_users_other_agents_and_deleted(store: S
     assert await store.list_sessions(UserId("u3"), None, limit=10) == []
 
 
-async def test_rename_session_changes_only_the_title(store: Store) -> None:
+async def test_rename_session_changes_only_the_title_and_who_set_it(store: Store) -> None:
     await store.create_session(session_record())
     await store.rename_session(SessionId("s1"), "New title")
     assert await store.get_session(SessionId("s1")) == dataclasses.replace(
-        session_record(), title="New title"
+        session_record(), title="New title", title_source="user"
     )
 
 
