@@ -15,6 +15,7 @@ BASE = os.environ.get("TETHER_URL", "http://127.0.0.1:8000")
 
 
 def main() -> None:
+    """Stream an answer, drop the stream after a few chunks, then show how the run ended."""
     client = OpenAI(base_url=f"{BASE}/v1", api_key=os.environ.get("TETHER_API_KEY", "local"))
     model = sys.argv[1] if len(sys.argv) > 1 else client.models.list().data[0].id
     stream = client.chat.completions.create(
