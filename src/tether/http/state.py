@@ -152,9 +152,10 @@ class HttpState:
         """Time the stop of ``run``, driven here, from ``requested_at`` (perf_counter).
 
         ``run`` is looked up before the stop (it may be let go of meanwhile); None: it is
-        driven elsewhere, and not timed.
+        driven elsewhere, and not timed. Nor is a run that had paused: its end is written to the
+        store by the stop itself, and the paused ``Run`` never ends.
         """
-        if self._tg is None or run is None:
+        if self._tg is None or run is None or run.paused is not None:
             return
         if run.outcome is not None:  # the stop ended the run on the spot
             self._observe_stop(reason, requested_at)
