@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart, UserPromptPart
@@ -219,6 +219,9 @@ async def test_awkward_text_in_runs_and_sessions_hurts_no_one_else(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(message=awkward_text, args=st.dictionaries(awkward_text, awkward_json, max_size=3))
+# A resume refused (a lone surrogate in `args`), then a cancel while the pause is still being
+# stored: the stop-latency watcher once waited on the paused run and took the app down.
+@example(message="x", args={"\udffe": 1})
 async def test_awkward_decisions_hurt_no_one_else(
     client: httpx.AsyncClient, serial: Iterator[int], message: str, args: dict[str, Any]
 ) -> None:
